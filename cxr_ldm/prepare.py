@@ -1,0 +1,40 @@
+"""``python -m cxr_ldm.prepare mimic_root=DIR reports=DIR_OR_ZIP out_dir=DIR [size=512] [num_workers=N]``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from cxr_ldm.data.preparation import prepare_dataset
+from cxr_ldm.utils.cli import require_options
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    require_options(
+        cfg,
+        {
+            "mimic_root": "the MIMIC-CXR-JPG root (with mimic-cxr-2.0.0-metadata.csv.gz, ...-split.csv.gz, files/)",
+            "reports": "the folder holding files/pXX/pSUBJECT/sSTUDY.txt, or mimic-cxr-reports.zip",
+            "out_dir": "where the prepared images and train/validate/test.csv go",
+        },
+        "cxr_ldm.prepare",
+    )
+    result = prepare_dataset(
+        mimic_root=cfg.mimic_root,
+        reports=cfg.reports,
+        out_dir=cfg.out_dir,
+        size=cfg.size,
+        num_workers=cfg.num_workers,
+        views=cfg.views,
+    )
+    skipped = ", ".join(f"{k}={len(v)}" for k, v in result.skipped.items() if v) or "none"
+    print(
+        f"kept {result.kept} images ({result.resized} resized, {result.reused} reused from an earlier run) "
+        f"in {result.seconds:.1f} s; skipped: {skipped}\n"
+        f"wrote {cfg.out_dir}/train.csv, validate.csv, test.csv and prepare_report.json"
+    )
+
+
+if __name__ == "__main__":
+    main()
