@@ -1,0 +1,47 @@
+"""First-use creation of the phantom dataset, so phantom experiments run on a fresh checkout.
+
+Several jobs of a sweep may start at once on one machine: a file lock makes one of them build the
+data while the others wait, and a finished build is detected by its ``prepare_report.json``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from pathlib import Path
+
+from cxr_ldm.data.phantom import generate_phantom
+from cxr_ldm.data.preparation import prepare_dataset
+
+log = logging.getLogger(__name__)
+
+
+def is_prepared(data_dir: str | Path) -> bool:
+    data_dir = Path(data_dir)
+    return all((data_dir / name).is_file() for name in ("prepare_report.json", "train.csv", "validate.csv"))
+
+
+def ensure_phantom_prepared(
+    data_dir: str | Path,
+    raw_dir: str | Path,
+    n_studies: int,
+    raw_size: int,
+    size: int,
+    seed: int = 0,
+    num_workers: int | None = None,
+) -> Path:
+    """Generate phantom studies into ``raw_dir`` and prepare them into ``data_dir`` unless already done."""
+    data_dir, raw_dir = Path(data_dir), Path(raw_dir)
+    if is_prepared(data_dir):
+        return data_dir
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(data_dir.parent / f".{data_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_prepared(data_dir):  # another job finished it while we waited
+            return data_dir
+        if not (raw_dir / "mimic-cxr-2.0.0-split.csv.gz").is_file():
+            log.info("generating %d phantom studies in %s (first use)", n_studies, raw_dir)
+            generate_phantom(raw_dir, n_studies=n_studies, size=raw_size, seed=seed, num_workers=num_workers)
+        log.info("preparing phantom studies into %s", data_dir)
+        prepare_dataset(raw_dir, raw_dir / "reports", data_dir, size=size, num_workers=num_workers)
+    return data_dir

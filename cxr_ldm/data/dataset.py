@@ -1,0 +1,100 @@
+"""One split of a prepared folder as a torch Dataset of ``{"image", "tokens", "text", ...}`` dicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import RandomAffine, RandomHorizontalFlip
+from torchvision.transforms.v2 import functional as F
+
+from cxr_ldm.data.excerpts import ExcerptSampler
+from cxr_ldm.tokenization import CONTEXT_LENGTH, tokenize
+
+
+def load_image(path: str | Path, image_size: int) -> torch.Tensor:
+    """``[1, image_size, image_size]`` float in 0..1: shorter side resized (antialiased), then center crop."""
+    with Image.open(path) as im:
+        array = np.asarray(im.convert("L"), dtype=np.uint8)
+    image = torch.from_numpy(array.copy()).unsqueeze(0)
+    image = F.resize(image, image_size, antialias=True)
+    image = F.center_crop(image, [image_size, image_size])
+    return image.float().div_(255.0)
+
+
+class PreparedSplit(Dataset):
+    """Reads ``<data_dir>/<split>.csv`` written by ``cxr_ldm.prepare`` (or the phantom pipeline).
+
+    ``deterministic`` makes the excerpt (and the unconditional draw) a function of ``(seed, index)``:
+    validation and test see the same text every epoch.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        split: str,
+        image_size: int,
+        excerpt: ExcerptSampler,
+        deterministic: bool,
+        seed: int = 0,
+        augment: dict | None = None,
+        context_length: int = CONTEXT_LENGTH,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        csv = self.data_dir / f"{split}.csv"
+        if not csv.is_file():
+            raise FileNotFoundError(
+                f"{csv} not found: data_dir must be a folder written by `python -m cxr_ldm.prepare` "
+                f"(with train.csv, validate.csv, test.csv)."
+            )
+        frame = pd.read_csv(csv, dtype={"dicom_id": str}, keep_default_na=False)
+        missing = [c for c in ("dicom_id", "image", "sentences") if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{csv} lacks the column(s) {missing}; re-run `python -m cxr_ldm.prepare`.")
+        self.frame = frame
+        self.sentences = [json.loads(s) if s else [] for s in frame["sentences"]]
+        self.image_size = image_size
+        self.excerpt = excerpt
+        self.deterministic = deterministic
+        self.seed = seed
+        self.context_length = context_length
+        self.augment = _build_augment(augment or {})
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.frame.iloc[index]
+        image = load_image(self.data_dir / row["image"], self.image_size)
+        if self.augment is not None:
+            image = self.augment(image)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index) if self.deterministic else None
+        text = self.excerpt(self.sentences[index], generator=generator)
+        return {
+            "image": image,
+            "tokens": tokenize(text, self.context_length)[0],
+            "text": text,
+            "dicom_id": row["dicom_id"],
+        }
+
+
+def _build_augment(cfg: dict):
+    """Small affine jitter, and a left-right flip only on request (it swaps the sides a report names)."""
+    if not cfg.get("enabled", False):
+        return None
+    ops = []
+    if cfg.get("hflip", False):
+        ops.append(RandomHorizontalFlip(p=0.5))
+    ops.append(
+        RandomAffine(
+            degrees=cfg.get("degrees", 5.0),
+            translate=tuple(cfg.get("translate", (0.03, 0.03))),
+            scale=tuple(cfg.get("scale", (0.95, 1.05))),
+        )
+    )
+    return torch.nn.Sequential(*ops)
