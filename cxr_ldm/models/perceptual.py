@@ -1,16 +1,18 @@
 """LPIPS perceptual loss (MONAI ``PerceptualLoss``) built from local backbone weights only.
 
-MONAI's ``PerceptualLoss`` for ``alex``/``vgg``/``squeeze`` goes through the ``lpips`` package. Its linear heads ship in
-the ``lpips`` wheel, but the torchvision backbone is built with ImageNet weights, which torchvision loads from
-``torch.hub.get_dir()/checkpoints/<file>`` and downloads when that file is absent. Nothing can be downloaded in our
-setting, so we check for the file first and fail with instructions instead of a network error half-way through setup.
+MONAI's ``PerceptualLoss`` for ``alex``/``vgg``/``squeeze`` goes through the ``lpips`` package. Its linear
+heads ship in the ``lpips`` wheel, but the torchvision backbone is built with ImageNet weights, which
+torchvision loads from ``torch.hub.get_dir()/checkpoints/<file>`` and downloads when that file is absent.
+Nothing can be downloaded in our setting, so we check for the file first and fail with instructions instead of
+a network error half-way through setup.
 
 Two ways to provide the file:
 
-* the torch cache: put it at ``$TORCH_HOME/hub/checkpoints/<file>`` (``torch.hub.get_dir()`` is ``$TORCH_HOME/hub``);
-* ``weights_path``: any local file. While the loss is built, torch's hub directory is pointed at a temporary folder
-  holding a link to that file under torchvision's expected name, then restored exactly; the user's cache is never
-  written to.
+* the torch cache: put it at ``$TORCH_HOME/hub/checkpoints/<file>`` (``torch.hub.get_dir()`` is
+  ``$TORCH_HOME/hub``);
+* ``weights_path``: any local file. While the loss is built, torch's hub directory is pointed at a temporary
+  folder holding a link to that file under torchvision's expected name, then restored exactly; the user's
+  cache is never written to.
 """
 
 from __future__ import annotations
@@ -55,11 +57,13 @@ def backbone_filename(network_type: str) -> str:
 
 
 def cached_backbone_path(network_type: str) -> Path:
-    """Where torchvision looks for the backbone in the torch cache (follows ``$TORCH_HOME`` / ``torch.hub.set_dir``)."""
+    """Where torchvision looks for the backbone (follows ``$TORCH_HOME`` and ``torch.hub.set_dir``)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / backbone_filename(network_type)
 
 
-def resolve_backbone_weights(network_type: str = "squeeze", weights_path: str | os.PathLike | None = None) -> Path:
+def resolve_backbone_weights(
+    network_type: str = "squeeze", weights_path: str | os.PathLike | None = None
+) -> Path:
     """Return the backbone file that will be loaded, or raise :class:`PerceptualWeightsNotFoundError`."""
     filename = backbone_filename(network_type)
     cache_path = cached_backbone_path(network_type)
@@ -78,7 +82,8 @@ def resolve_backbone_weights(network_type: str = "squeeze", weights_path: str | 
         f"'{filename}', but {where}, and nothing is downloaded. Either put the file into "
         f"{cache_path.parent} (download it elsewhere from {backbone_url(network_type)}; the directory is "
         f"$TORCH_HOME/hub/checkpoints) or pass its location as model.perceptual_weights_path=<file>, "
-        "or train without the perceptual term: model.perceptual_weight=0 (then no perceptual network is built)."
+        "or train without the perceptual term: model.perceptual_weight=0 "
+        "(then no perceptual network is built)."
     )
 
 
@@ -86,9 +91,9 @@ def resolve_backbone_weights(network_type: str = "squeeze", weights_path: str | 
 def _hub_dir(path: Path) -> Iterator[None]:
     """Point ``torch.hub.get_dir()`` at ``path`` and restore the previous behaviour exactly afterwards.
 
-    When nobody called ``torch.hub.set_dir``, the hub dir follows ``$TORCH_HOME``; then only the environment variable
-    is swapped, so that it keeps following ``$TORCH_HOME`` afterwards. Otherwise ``set_dir`` is swapped. Not
-    thread-safe (both are process-global), which is fine for model construction.
+    When nobody called ``torch.hub.set_dir``, the hub dir follows ``$TORCH_HOME``; then only the environment
+    variable is swapped, so that it keeps following ``$TORCH_HOME`` afterwards. Otherwise ``set_dir`` is
+    swapped. Not thread-safe (both are process-global), which is fine for model construction.
     """
     torch_home = path.parent
     previous_env = os.environ.get("TORCH_HOME")
@@ -118,7 +123,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def _build(network_type: str) -> PerceptualLoss:
     with warnings.catch_warnings():
-        # lpips calls torchvision with the deprecated `pretrained=True`; the warning is not actionable for users
+        # lpips calls torchvision with the deprecated `pretrained=True`: not actionable for our users
         warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
         return PerceptualLoss(spatial_dims=2, network_type=network_type, is_fake_3d=False)
 

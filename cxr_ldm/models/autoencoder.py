@@ -1,0 +1,361 @@
+"""Stage 1: the KL-regularised autoencoder (MONAI ``AutoencoderKL``) trained with a patch GAN."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.strategies import DDPStrategy, Strategy
+from lightning.pytorch.utilities import rank_zero_info
+from monai.networks.nets import AutoencoderKL, PatchDiscriminator
+from omegaconf import DictConfig, OmegaConf
+from torch.optim import Adam, Optimizer
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+from cxr_ldm.models.losses import adversarial_factor, kl_divergence, least_squares_adversarial_loss
+from cxr_ldm.models.perceptual import build_perceptual_loss
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
+
+# Wang et al. 2003 scale weights, as torchmetrics' default.
+MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+@dataclass(frozen=True)
+class MSSSIMSettings:
+    """Arguments of torchmetrics' MS-SSIM that are valid for one image size."""
+
+    kernel_size: int
+    sigma: float
+    betas: tuple[float, ...]
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {"kernel_size": self.kernel_size, "sigma": self.sigma, "betas": self.betas}
+
+
+def _ms_ssim_valid(size: int, kernel_size: int, scales: int) -> bool:
+    # the first two are torchmetrics' input checks; the third keeps at least one pixel of the SSIM map at the
+    # coarsest scale after torchmetrics crops the kernel's border
+    coarsest = size // 2 ** (scales - 1)
+    return (
+        size >= 2**scales and size // max(1, scales - 1) ** 2 > kernel_size - 1 and coarsest > kernel_size - 1
+    )
+
+
+def ms_ssim_settings(height: int, width: int | None = None, min_kernel_size: int = 7) -> MSSSIMSettings:
+    """Kernel size, Gaussian sigma and scale weights for which MS-SSIM is defined on ``height x width``.
+
+    The standard setting (Gaussian kernel 11, sigma 1.5, 5 scales) needs at least 176 px. Smaller images keep
+    as many scales as possible with a kernel of at least ``min_kernel_size``, then fall back to smaller
+    kernels. Fewer scales use the first standard weights renormalised to sum 1 (5 scales: exactly
+    torchmetrics' defaults); sigma shrinks with the kernel (1.5 * k / 11), which gives exactly a ``k``-wide
+    kernel in torchmetrics (it derives the Gaussian width from sigma, not from ``kernel_size``).
+    """
+    size = min(height, width if width is not None else height)
+    candidates = [(k, s) for s in range(len(MS_SSIM_BETAS), 0, -1) for k in range(11, 2, -2)]
+    valid = [(k, s) for k, s in candidates if _ms_ssim_valid(size, k, s)]
+    preferred = [(k, s) for k, s in valid if k >= min_kernel_size] or valid
+    if not preferred:
+        raise ValueError(
+            f"MS-SSIM is not defined for images of {height}x{width or height} px (need at least 4 px)"
+        )
+    kernel_size, scales = preferred[0]
+    betas = MS_SSIM_BETAS
+    if scales < len(MS_SSIM_BETAS):
+        betas = tuple(b / sum(MS_SSIM_BETAS[:scales]) for b in MS_SSIM_BETAS[:scales])
+    sigma = 1.5 * kernel_size / 11
+    assert int(3.5 * sigma + 0.5) * 2 + 1 == kernel_size  # torchmetrics' Gaussian width for this sigma
+    return MSSSIMSettings(kernel_size, sigma, betas)
+
+
+def _plain(config: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
+    """Plain dict for ``save_hyperparameters`` (checkpoints then load without OmegaConf objects)."""
+    if config is None:
+        return {}
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
+    return {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in config.items()
+    }
+
+
+def _no_closure() -> None:
+    return None
+
+
+_RNG_KEY = "cxr_ldm_rng_states"
+
+
+def _collect_rng_states() -> dict[str, Any]:
+    """Global RNG states as tensors and primitives (checkpoints must load with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "python": (version, list(internal), gauss),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"].cpu())
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
+
+
+def _require_unused_parameter_detection(strategy: Strategy) -> None:
+    """Let DDP tolerate parameters without gradients, which every backward pass here has.
+
+    The generator's backward leaves the discriminator without gradients (toggled off, or not run before
+    ``adv_start``) and the discriminator's backward leaves the autoencoder without, so DDP's reducer must look
+    for unused parameters (``find_unused_parameters=True``). ``strategy=ddp`` would otherwise fail in the
+    second backward pass. Called from ``setup``, i.e. before the strategy wraps the module in
+    ``DistributedDataParallel``.
+    """
+    if not isinstance(strategy, DDPStrategy):
+        return
+    ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
+    if not isinstance(ddp_kwargs, dict):
+        raise RuntimeError(
+            "AutoencoderKLModule needs DDP's unused-parameter detection: "
+            "use strategy=ddp_find_unused_parameters_true"
+        )
+    if not ddp_kwargs.get("find_unused_parameters", False):
+        rank_zero_info(
+            "AutoencoderKLModule: enabling DDP find_unused_parameters (two backward passes per step)."
+        )
+        ddp_kwargs["find_unused_parameters"] = True
+
+
+class AutoencoderKLModule(LightningModule):
+    """AutoencoderKL + PatchDiscriminator with manual (GAN) optimization.
+
+    Generator loss: ``l1_weight * L1 + kl_weight * KL + perceptual_weight * LPIPS + adv_weight * LSGAN``; the
+    discriminator minimises ``adv_weight * 0.5 * (LSGAN(fake) + LSGAN(real))`` on detached reconstructions.
+    Both adversarial terms are multiplied by :func:`adversarial_factor` (0 before ``adv_start`` epochs, then a
+    step or a linear warm-up); while it is 0 the discriminator is neither run nor stepped.
+
+    Step counting: in Lightning's manual optimization every ``LightningOptimizer.step()`` increments the
+    progress counter behind ``trainer.global_step``, so a batch with a generator and a discriminator step
+    would count 2 (and 1 before ``adv_start``) and ``max_steps`` would stop early and inconsistently. The
+    generator steps through its ``LightningOptimizer`` as usual; the discriminator steps through
+    ``trainer.strategy.optimizer_step`` on the raw optimizer. That is the very path
+    ``LightningOptimizer.step`` delegates to (the precision plugin: GradScaler unscale/step/update under
+    16-mixed, the ``on_before_optimizer_step`` hooks, DDP model averaging), minus the progress counter. So
+    ``trainer.global_step`` == number of generator steps, ``max_steps`` counts generator steps, and the
+    counter saved in (and restored from) checkpoints is that same number. Checkpoints also carry the global
+    RNG states, restored when fitting resumes, so that a resumed run draws the same latent noise as an
+    uninterrupted one.
+
+    Gradient clipping: Lightning forbids ``Trainer(gradient_clip_val)`` in manual optimization, so gradients
+    are clipped by norm in :meth:`on_before_optimizer_step`, which the precision plugin calls after unscaling
+    (clipping right after ``manual_backward`` would clip scaled gradients under 16-mixed).
+
+    DDP: every backward pass leaves one network without gradients (``toggle_optimizer`` keeps the
+    discriminator out of the generator's pass), so :meth:`setup` switches on DDP's ``find_unused_parameters``;
+    plain ``strategy=ddp`` works.
+
+    The perceptual network is built in :meth:`setup` for fitting only, and kept outside the module's
+    parameters and state dict: checkpoints stay small, and stage 2 can ``load_from_checkpoint`` without the
+    LPIPS weights.
+
+    Args:
+        autoencoder: keyword arguments of ``monai.networks.nets.AutoencoderKL``.
+        discriminator: keyword arguments of ``monai.networks.nets.PatchDiscriminator``.
+        l1_weight, kl_weight, perceptual_weight, adv_weight: loss weights (reference 1, 1e-8, 0.002, 0.005).
+        perceptual_network: LPIPS backbone, ``squeeze`` | ``alex`` | ``vgg``.
+        perceptual_weights_path: local backbone file; ``None`` uses the torch hub cache (see
+            ``perceptual.py``).
+        adv_start: first epoch (0-based) with adversarial terms.
+        adv_warmup_epochs: linear ramp of the adversarial weight over that many epochs; 0 = step switch.
+        grad_clip_norm: max gradient norm for both networks; ``None`` or 0 disables clipping.
+        optimizer_g, optimizer_d: optimizer factories taking parameters (Hydra ``_partial_``); ``None`` = Adam
+            with the reference learning rates (5e-5 generator, 1e-4 discriminator).
+    """
+
+    def __init__(
+        self,
+        autoencoder: Mapping[str, Any],
+        discriminator: Mapping[str, Any],
+        l1_weight: float = 1.0,
+        kl_weight: float = 1e-8,
+        perceptual_weight: float = 0.002,
+        adv_weight: float = 0.005,
+        perceptual_network: str = "squeeze",
+        perceptual_weights_path: str | None = None,
+        adv_start: int = 5,
+        adv_warmup_epochs: int = 0,
+        grad_clip_norm: float | None = 1.0,
+        optimizer_g: OptimizerFactory | None = None,
+        optimizer_d: OptimizerFactory | None = None,
+    ) -> None:
+        super().__init__()
+        autoencoder = _plain(autoencoder)
+        discriminator = _plain(discriminator)
+        adversarial_factor(0, adv_start, adv_warmup_epochs)  # validates the schedule early
+        self.save_hyperparameters(ignore=["optimizer_g", "optimizer_d"])
+        self.automatic_optimization = False
+
+        self.autoencoder = AutoencoderKL(**autoencoder)
+        self.discriminator = PatchDiscriminator(**discriminator)
+        self.adversarial_loss = least_squares_adversarial_loss()
+        self._optimizer_g = optimizer_g or partial(Adam, lr=5e-5)
+        self._optimizer_d = optimizer_d or partial(Adam, lr=1e-4)
+        # not an nn.Module attribute on purpose (see class docstring); built by setup("fit")
+        self._perceptual: torch.nn.Module | None = None
+        self._rng_states_to_restore: Mapping[str, Any] | None = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        """Build the LPIPS loss before fitting, so that missing weights fail before any training step."""
+        if stage == "fit":
+            _require_unused_parameter_detection(self.trainer.strategy)
+        if stage == "fit" and self.hparams.perceptual_weight > 0 and self._perceptual is None:
+            perceptual = build_perceptual_loss(
+                self.hparams.perceptual_network, self.hparams.perceptual_weights_path
+            )
+            object.__setattr__(self, "_perceptual", perceptual)  # bypass nn.Module registration
+
+    def configure_optimizers(self) -> list[Optimizer]:
+        return [
+            self._optimizer_g(self.autoencoder.parameters()),
+            self._optimizer_d(self.discriminator.parameters()),
+        ]
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        if self.hparams.grad_clip_norm:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.hparams.grad_clip_norm, gradient_clip_algorithm="norm"
+            )
+
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[_RNG_KEY] = _collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # applied in on_train_start, i.e. only when fitting resumes (never by load_from_checkpoint) and after
+        # the sanity check, so that the resumed run draws the same latent noise as an uninterrupted one
+        self._rng_states_to_restore = checkpoint.get(_RNG_KEY)
+
+    def on_train_start(self) -> None:
+        if self._rng_states_to_restore is not None:
+            _restore_rng_states(self._rng_states_to_restore)
+            self._rng_states_to_restore = None
+
+    # --------------------------------------------------------------- training
+    def adversarial_factor(self) -> float:
+        return adversarial_factor(self.current_epoch, self.hparams.adv_start, self.hparams.adv_warmup_epochs)
+
+    def _perceptual_loss(self, reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        # as the reference: images go in as 0..1 (LPIPS nominally wants -1..1); 1 channel broadcasts to 3
+        assert self._perceptual is not None
+        if next(self._perceptual.parameters()).device != images.device:
+            self._perceptual.to(images.device)
+        return self._perceptual(reconstruction.float(), images.float())
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        images = batch["image"]
+        opt_g, opt_d = self.optimizers()
+        hp = self.hparams
+        factor = self.adversarial_factor() if hp.adv_weight > 0 else 0.0
+
+        # generator (autoencoder) step; the discriminator's parameters get no gradients
+        self.toggle_optimizer(opt_g)
+        reconstruction, z_mu, z_sigma = self.autoencoder(images)
+        l1 = F.l1_loss(reconstruction.float(), images.float())
+        kl = kl_divergence(z_mu, z_sigma)
+        loss_g = hp.l1_weight * l1 + hp.kl_weight * kl
+        logs = {"train/l1": l1, "train/kl": kl, "train/adv_factor": factor}
+        if self._perceptual is not None:
+            perceptual = self._perceptual_loss(reconstruction, images)
+            loss_g = loss_g + hp.perceptual_weight * perceptual
+            logs["train/perceptual"] = perceptual
+        if factor > 0:
+            logits_fake = self.discriminator(reconstruction.contiguous())[-1]
+            adv_g = self.adversarial_loss(logits_fake.float(), target_is_real=True, for_discriminator=False)
+            loss_g = loss_g + factor * hp.adv_weight * adv_g
+            logs["train/adv_g"] = adv_g
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_g)
+        opt_g.step()  # counted: global_step == generator steps
+        self.untoggle_optimizer(opt_g)
+        logs["train/loss_g"] = loss_g
+
+        if factor > 0:
+            self.toggle_optimizer(opt_d)
+            logits_fake = self.discriminator(reconstruction.detach().contiguous())[-1]
+            logits_real = self.discriminator(images.contiguous())[-1]
+            loss_fake = self.adversarial_loss(
+                logits_fake.float(), target_is_real=False, for_discriminator=True
+            )
+            loss_real = self.adversarial_loss(
+                logits_real.float(), target_is_real=True, for_discriminator=True
+            )
+            loss_d = 0.5 * (loss_fake + loss_real)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(factor * hp.adv_weight * loss_d)
+            # not counted: the precision plugin's step without LightningOptimizer's progress counter
+            self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=_no_closure, model=self)
+            self.untoggle_optimizer(opt_d)
+            logs["train/loss_d"] = loss_d
+
+        self.log_dict(
+            {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in logs.items()},
+            on_step=True,
+            on_epoch=False,
+            batch_size=images.shape[0],
+        )
+        self.log(
+            "train/l1_epoch",
+            l1.detach(),
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=len(images),
+        )
+        return loss_g.detach()
+
+    # ------------------------------------------------------------- evaluation
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean (no sampling), clipped to the image range 0..1."""
+        return self.autoencoder.reconstruct(images).clamp(0.0, 1.0)
+
+    def _evaluate(self, batch: Mapping[str, Any], prefix: str) -> None:
+        images = batch["image"]
+        reconstruction = self.reconstruct(images)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            preds, target = reconstruction.float(), images.float().clamp(0.0, 1.0)
+            l1 = (preds - target).abs().mean()
+            settings = ms_ssim_settings(*images.shape[-2:])
+            ms_ssim = multiscale_structural_similarity_index_measure(
+                preds, target, data_range=1.0, **settings.as_kwargs()
+            )
+            mse = (preds - target).pow(2).flatten(1).mean(dim=1)
+            psnr = (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean()  # per image, then averaged
+        self.log_dict(
+            {f"{prefix}/l1": l1, f"{prefix}/ms_ssim": ms_ssim, f"{prefix}/psnr": psnr},
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=images.shape[0],
+        )
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
