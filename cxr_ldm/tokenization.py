@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
+from open_clip.tokenizer import SimpleTokenizer  # imported here, never first inside a forked worker
 
 CONTEXT_LENGTH = 77
 SOT_TOKEN = 49406
@@ -22,9 +23,16 @@ VOCAB_SIZE = 49408
 @lru_cache(maxsize=4)
 def _simple_tokenizer(context_length: int):
     # open_clip's SimpleTokenizer ships its BPE vocabulary in the wheel: no download, pads with 0.
-    from open_clip.tokenizer import SimpleTokenizer
-
     return SimpleTokenizer(context_length=context_length)
+
+
+def warm_up(context_length: int = CONTEXT_LENGTH) -> None:
+    """Build the tokenizer in this process, so DataLoader workers forked later inherit it.
+
+    A module imported for the first time inside a forked worker trips wandb's import hook
+    ("not valid in a forked process"); loading everything before the fork avoids it.
+    """
+    _simple_tokenizer(context_length)
 
 
 def count_tokens(text: str, context_length: int = CONTEXT_LENGTH) -> int:

@@ -26,8 +26,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit (and optionally test) the configured model; returns the final metrics and the built objects."""
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.get("print_config", True):
-        print_config_tree(cfg, save_to=output_dir / "config_tree.yaml")
+    print_config_tree(cfg, save_to=output_dir / "config_tree.yaml", show=cfg.get("print_config", True))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 

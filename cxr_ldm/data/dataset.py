@@ -14,7 +14,7 @@ from torchvision.transforms.v2 import RandomAffine, RandomHorizontalFlip
 from torchvision.transforms.v2 import functional as F
 
 from cxr_ldm.data.excerpts import ExcerptSampler
-from cxr_ldm.tokenization import CONTEXT_LENGTH, tokenize
+from cxr_ldm.tokenization import CONTEXT_LENGTH, tokenize, warm_up
 
 
 def load_image(path: str | Path, image_size: int) -> torch.Tensor:
@@ -64,6 +64,9 @@ class PreparedSplit(Dataset):
         self.seed = seed
         self.context_length = context_length
         self.augment = _build_augment(augment or {})
+        warm_up(context_length)  # load tokenizer and image plugins before workers fork
+        Image.preinit()
+        Image.init()
 
     def __len__(self) -> int:
         return len(self.frame)

@@ -1,0 +1,131 @@
+"""``python -m cxr_ldm.train``: config composition, run folders, checkpoints, resume, loggers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pandas as pd
+import pytest
+import torch
+from helpers import REPO, run_module
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from cxr_ldm.utils import resolvers  # noqa: F401
+from cxr_ldm.utils.checkpoints import resolve_ckpt_path
+from cxr_ldm.utils.loggers import resolve_wandb_offline
+
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+SMALL = [
+    "data.phantom.n_studies=60", "data.image_size=32", "data.batch_size=8", "data.phantom.raw_size=64",
+    "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "print_config=false",
+]  # fmt: skip
+
+
+def compose_train(overrides: list[str], tmp_path: Path):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(
+            config_name="train",
+            overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out", *overrides],
+            return_hydra_config=True,
+        )
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment, tmp_path):
+    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    assert cfg.task_name == experiment
+    for group in ("data", "model", "trainer"):
+        assert "_target_" in cfg[group]
+    assert cfg.optimized_metric in ("val/ms_ssim", "val/loss")
+    assert cfg.callbacks.model_checkpoint.monitor == cfg.optimized_metric
+    OmegaConf.resolve(cfg.data)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    trainer = hydra.utils.instantiate(cfg.trainer, accelerator="cpu", devices=1, strategy="auto", precision="32-true",
+                                      logger=False, enable_checkpointing=False)  # fmt: skip
+    assert datamodule.hparams.image_size == cfg.data.image_size
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_reference_aekl_config_instantiates_with_reference_sizes(tmp_path):
+    cfg = compose_train(["experiment=aekl"], tmp_path)
+    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    assert sum(p.numel() for p in model.autoencoder.parameters()) == 4_607_848
+    assert sum(p.numel() for p in model.discriminator.parameters()) == 2_763_585
+    assert (cfg.data.image_size, cfg.data.batch_size, cfg.data._target_) == (512, 12, "cxr_ldm.data.datamodule.CXRDataModule")
+    assert cfg.data.data_dir.endswith("mimic-cxr-prepared")
+    assert model.hparams.adv_start == 5 and model.hparams.perceptual_weight == 0.002
+
+
+def test_run_folders_are_unique_within_a_second(tmp_path):
+    a = compose_train([], tmp_path).hydra.run.dir
+    b = compose_train([], tmp_path).hydra.run.dir
+    assert a != b
+    assert a.rsplit("_", 1)[0][:-3] == b.rsplit("_", 1)[0][:-3]  # same date-time prefix up to the minute
+
+
+def test_ckpt_path_resolution(tmp_path):
+    run = tmp_path / "run"
+    assert resolve_ckpt_path(None, run) is None
+    assert resolve_ckpt_path("last", run) is None  # nothing yet: start fresh
+    (run / "checkpoints").mkdir(parents=True)
+    older = run / "checkpoints" / "epoch_000.ckpt"
+    older.write_text("x")
+    assert resolve_ckpt_path("last", run) == str(older)
+    (run / "checkpoints" / "last.ckpt").write_text("x")
+    assert resolve_ckpt_path("last", run) == str(run / "checkpoints" / "last.ckpt")
+    with pytest.raises(FileNotFoundError, match="ckpt_path=/nope.ckpt"):
+        resolve_ckpt_path("/nope.ckpt", run)
+
+
+def test_wandb_goes_offline_without_a_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    assert resolve_wandb_offline(None) is True
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_wandb_offline(None) is False
+    assert resolve_wandb_offline(True) is True
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert resolve_wandb_offline(False) is True
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("WANDB_MODE", "")
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert resolve_wandb_offline(None) is False
+
+
+def test_aekl_phantom_trains_saves_and_resumes(tmp_path, shared_data_dir):
+    run_dir = tmp_path / "run"
+    common = ["experiment=aekl_phantom", f"paths.data_dir={shared_data_dir}", f"hydra.run.dir={run_dir}", *SMALL]
+    first = run_module("cxr_ldm.train", *common, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "optimized_metric val/ms_ssim" in first.stdout + first.stderr
+    assert (run_dir / "config_tree.yaml").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file() and list((run_dir / "checkpoints").glob("epoch_*.ckpt"))
+    metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    ms_ssim = metrics["val/ms_ssim"].dropna()
+    assert len(ms_ssim) == 1 and 0.0 <= ms_ssim.iloc[0] <= 1.0  # 3 steps: barely trained
+    assert list(run_dir.rglob("reconstructions/epoch_*.png"))
+    step_after_first = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert step_after_first == 3  # 3 batches, generator steps only
+
+    second = run_module("cxr_ldm.train", *common, "ckpt_path=last", "trainer.max_epochs=2", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"resuming from {last}" in second.stdout + second.stderr
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 6
+
+
+def test_wandb_logger_runs_offline_with_no_login(tmp_path, shared_data_dir):
+    run_dir = tmp_path / "run"
+    proc = run_module(
+        "cxr_ldm.train", "experiment=aekl_phantom", "logger=wandb", f"paths.data_dir={shared_data_dir}",
+        f"hydra.run.dir={run_dir}", *SMALL,
+        cwd=tmp_path, env={"WANDB_MODE": None, "WANDB_API_KEY": None, "NETRC": str(tmp_path / "none"),
+                           "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
