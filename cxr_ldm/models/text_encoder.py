@@ -55,12 +55,25 @@ def _build_text_tower(model_name: str | None, text_cfg: Mapping[str, Any] | None
     cfg.update(dict(text_cfg or {}))
     embed_dim = cfg.pop("embed_dim", embed_dim) or cfg.get("width", CLIPTextCfg.width)
     if cfg.get("hf_model_name"):
-        raise ValueError("Hugging Face text towers are not supported; use an open_clip TextTransformer config")
+        raise ValueError(
+            "Hugging Face text towers are not supported; use an open_clip TextTransformer config"
+        )
+    # Per-token states need no pooled projection: leave it out (the checkpoint's copy is skipped on loading).
+    cfg["proj_type"] = "none"
     return build(embed_dim, CLIPTextCfg(**cfg), quick_gelu=quick_gelu)
 
 
-def find_weights(weights_path: str | os.PathLike | None, hf_hub_id: str | None, allow_download: bool = False) -> Path:
-    """Locate an open_clip checkpoint file *before* building a large model, or raise a clear error."""
+def find_weights(
+    weights_path: str | os.PathLike | None,
+    hf_hub_id: str | None,
+    allow_download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Locate an open_clip checkpoint file *before* building a large model, or raise a clear error.
+
+    ``weights_path`` wins; else the Hugging Face cache (``cache_dir`` or the default ``HF_HUB_CACHE``) is
+    searched for ``hf_hub_id``'s open_clip files, as open_clip itself would find them.
+    """
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         if path.is_file():
@@ -71,25 +84,27 @@ def find_weights(weights_path: str | os.PathLike | None, hf_hub_id: str | None, 
             " or fix text_encoder.weights_path."
         )
     if hf_hub_id is None:
-        raise TextEncoderWeightsNotFound("no text encoder weights: set text_encoder.weights_path or hf_hub_id")
+        raise TextEncoderWeightsNotFound(
+            "no text encoder weights: set text_encoder.weights_path or hf_hub_id"
+        )
 
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.constants import HF_HUB_CACHE
 
     for filename in HF_WEIGHT_FILES:
-        cached = try_to_load_from_cache(hf_hub_id, filename)
+        cached = try_to_load_from_cache(hf_hub_id, filename, cache_dir=cache_dir)
         if isinstance(cached, str) and Path(cached).is_file():
             return Path(cached)
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
     if allow_download and not offline:
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(hf_hub_id, HF_WEIGHT_FILES[1]))
+        return Path(hf_hub_download(hf_hub_id, HF_WEIGHT_FILES[1], cache_dir=cache_dir))
     raise TextEncoderWeightsNotFound(
         f"text encoder weights for {hf_hub_id!r} not found. Download {HF_WEIGHT_FILES[1]} (or "
         f"{HF_WEIGHT_FILES[0]}) from https://huggingface.co/{hf_hub_id} and either set "
         f"text_encoder.weights_path=/path/to/{HF_WEIGHT_FILES[1]} or place it in the Hugging Face cache "
-        f"({HF_HUB_CACHE}, e.g. `huggingface-cli download {hf_hub_id} {HF_WEIGHT_FILES[1]}`)."
+        f"({cache_dir or HF_HUB_CACHE}, e.g. `huggingface-cli download {hf_hub_id} {HF_WEIGHT_FILES[1]}`)."
     )
 
 
@@ -131,6 +146,7 @@ class FrozenOpenCLIPTextEncoder(nn.Module):
         seed: build a random tower fixed by this seed instead of loading weights (tests, CPU demos).
         layer: ``"penultimate"`` (SD 2.x) or ``"last"``; the chosen block's output goes through ``ln_final``.
         allow_download: download from the hub when not cached (off by default; ``HF_HUB_OFFLINE`` wins).
+        cache_dir: Hugging Face cache to search instead of the default one.
     """
 
     def __init__(
@@ -142,6 +158,7 @@ class FrozenOpenCLIPTextEncoder(nn.Module):
         seed: int | None = None,
         layer: str = "penultimate",
         allow_download: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if layer not in ("penultimate", "last"):
@@ -152,7 +169,7 @@ class FrozenOpenCLIPTextEncoder(nn.Module):
         if model_name is None and not text_cfg:
             raise ValueError("the text encoder needs `model_name` (open_clip config) or `text_cfg`")
         # Locate the file first: a missing file must fail before a 354M-parameter tower is allocated.
-        path = find_weights(weights_path, hf_hub_id, allow_download) if pretrained else None
+        path = find_weights(weights_path, hf_hub_id, allow_download, cache_dir) if pretrained else None
 
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
@@ -179,13 +196,14 @@ class FrozenOpenCLIPTextEncoder(nn.Module):
     def _load_weights(self, path: Path) -> None:
         state = load_text_state_dict(path)
         expected = self.tower.state_dict()
+        state.pop("text_projection", None)  # pooled projection, unused for per-token states
         missing = sorted(set(expected) - set(state))
-        if missing:
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
             raise RuntimeError(
-                f"{path} is not an open_clip checkpoint of this text tower: missing {len(missing)} keys, "
-                f"e.g. {missing[:3]}"
+                f"{path} does not match the configured open_clip text tower: {len(missing)} missing keys "
+                f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
             )
-        state = {k: v for k, v in state.items() if k in expected}
         bad = [k for k, v in state.items() if v.shape != expected[k].shape]
         if bad:
             raise RuntimeError(

@@ -1,0 +1,95 @@
+"""A grid of generated images at the end of validation, to watch stage 2 learn.
+
+The prompts are a fixed list from the config, never dataset text, and the images are generated, not dataset
+images: they may be written to disk and uploaded to remote loggers. Seeds are fixed too, so the grids of
+successive epochs show the same noise developing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from PIL import Image
+from torchvision.utils import make_grid
+
+from cxr_ldm.models.sampling import generate
+
+
+def grid_image(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
+    """8-bit grayscale grid ``[H, W]`` of images ``[N, 1, h, w]`` in 0..1, ``nrow`` images per row."""
+    grid = make_grid(images.clamp(0, 1), nrow=nrow, padding=padding, pad_value=0.0)[0]
+    return (grid * 255).round().to(torch.uint8).cpu().numpy()
+
+
+class SampleGridCallback(Callback):
+    """Every ``every_n_epochs`` validation epochs: ``n_per_prompt`` samples of each prompt, one row per prompt.
+
+    Writes ``<log_dir>/samples/epoch_XXXX.png`` (rank 0 only) and logs the grid to TensorBoard / wandb loggers.
+    Image ``j`` of prompt ``i`` always uses seed ``seed + i * n_per_prompt + j``.
+    """
+
+    def __init__(
+        self,
+        prompts: Sequence[str],
+        every_n_epochs: int = 1,
+        n_per_prompt: int = 2,
+        steps: int = 20,
+        guidance_scale: float = 7.0,
+        seed: int = 0,
+        sampler: str = "ddim",
+        batch_size: int = 8,
+    ) -> None:
+        prompts = [str(p) for p in prompts]
+        if not prompts:
+            raise ValueError("SampleGridCallback needs at least one prompt")
+        if every_n_epochs < 1 or n_per_prompt < 1:
+            raise ValueError("every_n_epochs and n_per_prompt must be >= 1")
+        self.prompts = prompts
+        self.every_n_epochs = every_n_epochs
+        self.n_per_prompt = n_per_prompt
+        self.steps = steps
+        self.guidance_scale = guidance_scale
+        self.seed = seed
+        self.sampler = sampler
+        self.batch_size = batch_size
+
+    def _log_dir(self, trainer: Trainer) -> Path:
+        return Path(trainer.log_dir or trainer.default_root_dir)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        if not trainer.is_global_zero:
+            return
+        if not torch.isfinite(pl_module.scale_factor):
+            return  # scale_factor="auto" not measured yet: nothing meaningful to decode
+        prompts = [p for p in self.prompts for _ in range(self.n_per_prompt)]
+        seeds = [self.seed + k for k in range(len(prompts))]
+        images = generate(
+            pl_module,
+            prompts,
+            seeds,
+            guidance_scale=self.guidance_scale,
+            num_inference_steps=self.steps,
+            sampler=self.sampler,
+            batch_size=self.batch_size,
+            progress=False,
+        )
+        grid = grid_image(images, nrow=self.n_per_prompt)
+        path = self._log_dir(trainer) / "samples" / f"epoch_{trainer.current_epoch:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid).save(path)
+        self._log_to_loggers(trainer, grid)
+
+    def _log_to_loggers(self, trainer: Trainer, grid: np.ndarray) -> None:
+        caption = " | ".join(self.prompts)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("samples", grid, trainer.global_step, dataformats="HW")
+            elif isinstance(logger, WandbLogger):
+                logger.log_image(key="samples", images=[grid], step=trainer.global_step, caption=[caption])

@@ -1,0 +1,109 @@
+"""``python -m cxr_ldm.sample`` end to end on a tiny trained checkpoint, and its option errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import run_module
+from hydra import compose, initialize_config_dir
+from ldm_fixtures import CONF_DIR
+from PIL import Image
+
+from cxr_ldm.callbacks.sample_grid import grid_image
+from cxr_ldm.models.diffusion import LatentDiffusionModule
+from cxr_ldm.models.sampling import generate
+from cxr_ldm.sample import SampleConfigError, collect_prompts, run
+
+pytest_plugins = ["ldm_fixtures"]
+
+LONG_PROMPT = " ".join(["There is a large right pleural effusion with adjacent atelectasis."] * 12)
+
+
+def sample_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return run_module("cxr_ldm.sample", *args, cwd=cwd, timeout=300)
+
+
+def test_sample_command_end_to_end(tmp_path: Path, trained_ldm_ckpt: Path):
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text(f"\n{LONG_PROMPT}\n\n", encoding="utf-8")
+    out = tmp_path / "out"
+    result = sample_cli(
+        f"ckpt={trained_ldm_ckpt}",
+        'prompts=["Large right pleural effusion.","Moderate cardiomegaly."]',
+        f"prompts_file={prompts_file}",
+        "n_per_prompt=2",
+        "steps=2",
+        "guidance_scale=5",
+        "seed=3",
+        "device=cpu",
+        f"out_dir={out}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "truncated to 77" in result.stdout + result.stderr
+
+    summary = json.loads((out / "samples.json").read_text())
+    records = summary["images"]
+    assert [r["file"] for r in records] == [
+        "00_000.png",
+        "00_001.png",
+        "01_000.png",
+        "01_001.png",
+        "02_000.png",
+        "02_001.png",
+    ]
+    assert [r["seed"] for r in records] == [3, 4, 5, 6, 7, 8]
+    assert [r["prompt"] for r in records][::2] == [
+        "Large right pleural effusion.",
+        "Moderate cardiomegaly.",
+        LONG_PROMPT,
+    ]
+    assert all(r["guidance_scale"] == 5.0 and r["steps"] == 2 and r["sampler"] == "ddim" for r in records)
+    for record in records:
+        with Image.open(out / record["file"]) as png:
+            assert png.mode == "L" and png.size == (32, 32)
+    for i in range(3):
+        with Image.open(out / f"grid_{i:02d}.png") as grid:
+            assert grid.mode == "L" and grid.size == (2 * 34 + 2, 36)
+    assert not (tmp_path / "outputs").exists()  # Hydra's logs stay inside out_dir
+    assert (out / ".hydra_logs").is_dir()
+
+    # any image can be regenerated alone from its record
+    model = LatentDiffusionModule.load_from_checkpoint(trained_ldm_ckpt, map_location="cpu")
+    record = records[3]
+    image = generate(
+        model, [record["prompt"]], [record["seed"]], guidance_scale=5.0, num_inference_steps=2, progress=False
+    )
+    with Image.open(out / record["file"]) as png:
+        written = np.asarray(png).astype(int)
+    assert np.abs(written - grid_image(image, nrow=1, padding=0).astype(int)).max() <= 1
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path: Path):
+    result = sample_cli("prompts=[Effusion]", f"out_dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "ckpt=" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "samples.json").exists()
+
+
+def sample_cfg(**overrides: object):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="sample", overrides=[f"{k}={v}" for k, v in overrides.items()])
+
+
+def test_option_errors_name_the_option(tmp_path: Path, trained_ldm_ckpt: Path):
+    with pytest.raises(SampleConfigError, match="prompts="):
+        run(sample_cfg(ckpt=trained_ldm_ckpt, out_dir=tmp_path))
+    with pytest.raises(SampleConfigError, match="prompts="):
+        run(sample_cfg(ckpt=trained_ldm_ckpt, out_dir=tmp_path, prompts='["ok", " "]'))
+    with pytest.raises(SampleConfigError, match="ckpt="):
+        run(sample_cfg(ckpt=tmp_path / "missing.ckpt", prompts="[Effusion]", out_dir=tmp_path))
+    with pytest.raises(SampleConfigError, match="sampler="):
+        run(sample_cfg(ckpt=trained_ldm_ckpt, prompts="[Effusion]", sampler="euler", out_dir=tmp_path))
+    with pytest.raises(SampleConfigError, match="prompts_file="):
+        collect_prompts([], str(tmp_path / "none.txt"))
+    assert collect_prompts("One prompt.", None) == ["One prompt."]
