@@ -19,11 +19,10 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from PIL import Image
 
-from cxr_ldm.callbacks.sample_grid import grid_image
 from cxr_ldm.models.sampling import SAMPLERS, generate
 from cxr_ldm.tokenization import tokenize
+from cxr_ldm.utils.images import image_grid, save_png
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +88,6 @@ def _warn_truncation(prompts: list[str]) -> None:
         log.warning(str(warning.message))
 
 
-def _save_png(array_0_1: torch.Tensor, path: Path) -> None:
-    pixels = (array_0_1.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    Image.fromarray(pixels).save(path)
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Sample as configured; returns what ``samples.json`` holds."""
     from cxr_ldm.models.diffusion import LatentDiffusionModule
@@ -127,7 +121,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for k, (prompt, seed) in enumerate(zip(all_prompts, seeds, strict=True)):
         i, j = divmod(k, n)
         name = f"{i:02d}_{j:03d}.png"
-        _save_png(images[k, 0], out_dir / name)
+        save_png(images[k, 0], out_dir / name)
         records.append(
             {
                 "file": name,
@@ -142,7 +136,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     for i, prompt in enumerate(prompts):
         name = f"grid_{i:02d}.png"
-        Image.fromarray(grid_image(images[i * n : (i + 1) * n], nrow=n)).save(out_dir / name)
+        save_png(image_grid(images[i * n : (i + 1) * n], nrow=n), out_dir / name)
         grids.append({"file": name, "prompt": prompt})
     summary = {"ckpt": str(Path(cfg.ckpt).expanduser().resolve()), "images": records, "grids": grids}
     (out_dir / "samples.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

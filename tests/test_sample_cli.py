@@ -13,10 +13,10 @@ from hydra import compose, initialize_config_dir
 from ldm_fixtures import CONF_DIR
 from PIL import Image
 
-from cxr_ldm.callbacks.sample_grid import grid_image
 from cxr_ldm.models.diffusion import LatentDiffusionModule
 from cxr_ldm.models.sampling import generate
 from cxr_ldm.sample import SampleConfigError, collect_prompts, run
+from cxr_ldm.utils.images import image_grid
 
 pytest_plugins = ["ldm_fixtures"]
 
@@ -80,7 +80,7 @@ def test_sample_command_end_to_end(tmp_path: Path, trained_ldm_ckpt: Path):
     )
     with Image.open(out / record["file"]) as png:
         written = np.asarray(png).astype(int)
-    assert np.abs(written - grid_image(image, nrow=1, padding=0).astype(int)).max() <= 1
+    assert np.abs(written - image_grid(image, nrow=1, padding=0).astype(int)).max() <= 1
 
 
 def test_missing_checkpoint_is_a_one_line_error(tmp_path: Path):

@@ -8,22 +8,13 @@ successive epochs show the same noise developing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from PIL import Image
-from torchvision.utils import make_grid
 
+from cxr_ldm.callbacks.image_logging import image_dir, write_and_log_grid
 from cxr_ldm.models.sampling import generate
-
-
-def grid_image(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
-    """8-bit grayscale grid ``[H, W]`` of images ``[N, 1, h, w]`` in 0..1, ``nrow`` images per row."""
-    grid = make_grid(images.clamp(0, 1), nrow=nrow, padding=padding, pad_value=0.0)[0]
-    return (grid * 255).round().to(torch.uint8).cpu().numpy()
+from cxr_ldm.utils.images import image_grid
 
 
 class SampleGridCallback(Callback):
@@ -58,12 +49,10 @@ class SampleGridCallback(Callback):
         self.sampler = sampler
         self.batch_size = batch_size
 
-    def _log_dir(self, trainer: Trainer) -> Path:
-        return Path(trainer.log_dir or trainer.default_root_dir)
-
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
+        out_dir = image_dir(trainer, "samples")  # a collective under DDP: every rank must get here
         if not trainer.is_global_zero:
             return
         if not torch.isfinite(pl_module.scale_factor):
@@ -80,16 +69,6 @@ class SampleGridCallback(Callback):
             batch_size=self.batch_size,
             progress=False,
         )
-        grid = grid_image(images, nrow=self.n_per_prompt)
-        path = self._log_dir(trainer) / "samples" / f"epoch_{trainer.current_epoch:04d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(grid).save(path)
-        self._log_to_loggers(trainer, grid)
-
-    def _log_to_loggers(self, trainer: Trainer, grid: np.ndarray) -> None:
+        grid = image_grid(images, nrow=self.n_per_prompt)
         caption = " | ".join(self.prompts)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("samples", grid, trainer.global_step, dataformats="HW")
-            elif isinstance(logger, WandbLogger):
-                logger.log_image(key="samples", images=[grid], step=trainer.global_step, caption=[caption])
+        write_and_log_grid(trainer, grid, out_dir, "samples", upload=True, caption=caption)

@@ -44,11 +44,3 @@ def build_wandb_logger(offline: bool | None = None, **kwargs) -> WandbLogger:
     return WandbLogger(offline=resolve_wandb_offline(offline), **kwargs)
 
 
-def is_remote_logger(logger) -> bool:
-    """Whether a logger sends data off this machine (dataset images must not go there by default)."""
-    if isinstance(logger, WandbLogger):
-        return not getattr(logger, "_offline", False) and os.environ.get("WANDB_MODE", "").lower() not in (
-            "offline", "dryrun", "disabled",
-        )  # fmt: skip
-    name = type(logger).__name__
-    return name in ("MLFlowLogger", "CometLogger", "NeptuneLogger")

@@ -11,8 +11,9 @@ from ldm_fixtures import build_ldm, make_loader, quiet_trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
-from cxr_ldm.callbacks.sample_grid import SampleGridCallback, grid_image
+from cxr_ldm.callbacks.sample_grid import SampleGridCallback
 from cxr_ldm.models.sampling import generate
+from cxr_ldm.utils.images import image_grid
 
 pytest_plugins = ["ldm_fixtures"]
 
@@ -49,7 +50,7 @@ def test_grid_png_and_tensorboard_image(tmp_path: Path, tiny_ae_ckpt: Path):
     images = generate(
         model, prompts, list(range(3, 9)), guidance_scale=7.0, num_inference_steps=2, progress=False
     )
-    expected = grid_image(images, nrow=2)
+    expected = image_grid(images, nrow=2)
     assert np.abs(written.astype(int) - expected.astype(int)).max() <= 1
 
     events = EventAccumulator(logger.log_dir)
@@ -77,6 +78,6 @@ def test_samples_only_every_n_epochs(tmp_path: Path, tiny_ae_ckpt: Path):
 
 def test_grid_image_layout():
     images = torch.stack([torch.full((1, 4, 4), v) for v in (0.0, 0.5, 1.0, 0.25)])
-    grid = grid_image(images, nrow=2, padding=1)
+    grid = image_grid(images, nrow=2, padding=1)
     assert grid.shape == (2 * 5 + 1, 2 * 5 + 1) and grid.dtype == np.uint8
     assert grid[1, 1] == 0 and grid[1, 6] == 128 and grid[6, 1] == 255 and grid[6, 6] == 64
