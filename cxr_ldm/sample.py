@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cxr_ldm.models.sampling import SAMPLERS, generate
 from cxr_ldm.tokenization import tokenize
+from cxr_ldm.utils.figures import captioned_panels
 from cxr_ldm.utils.images import image_grid, save_png
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         name = f"grid_{i:02d}.png"
         save_png(image_grid(images[i * n : (i + 1) * n], nrow=n), out_dir / name)
         grids.append({"file": name, "prompt": prompt})
-    summary = {"ckpt": str(Path(cfg.ckpt).expanduser().resolve()), "images": records, "grids": grids}
+    # one picture to look at: each prompt's images (two per row) with the prompt written underneath
+    per_row = 2 if n > 1 else 1
+    panels = [image_grid(images[i * n : (i + 1) * n], nrow=per_row, pad_value=1.0) for i in range(len(prompts))]
+    captioned_panels(panels, prompts, panel_size=224, chars_per_line=30).save(out_dir / "prompt_grid.png")
+    summary = {
+        "ckpt": str(Path(cfg.ckpt).expanduser().resolve()),
+        "images": records,
+        "grids": grids,
+        "overview": "prompt_grid.png",
+    }
     (out_dir / "samples.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     log.info("wrote %d images and %d grids to %s", len(records), len(grids), out_dir)
     return summary

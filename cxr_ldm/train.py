@@ -18,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers ${run_id:})
 from cxr_ldm.utils.checkpoints import resolve_ckpt_path
 from cxr_ldm.utils.config_tree import print_config_tree
+from cxr_ldm.utils.distributed import fix_hydra_multirun_children, seed_ranks
 from cxr_ldm.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from cxr_ldm.utils.slurm import default_ckpt_path, slurm_trainer_extras
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     model: L.LightningModule = hydra.utils.instantiate(cfg.model, _convert_="all")
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # under SLURM: ranks from SLURM, a checkpoint and a requeue on the time-limit signal (utils/slurm.py)
+    slurm_callbacks, plugins = slurm_trainer_extras(cfg.get("slurm"), output_dir / "checkpoints")
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks + slurm_callbacks, logger=loggers or False, plugins=plugins or None
+    )
+    seed_ranks(cfg.get("seed"), trainer)  # same initial weights on every rank, different random draws
+    fix_hydra_multirun_children(trainer)
 
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -44,7 +52,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metrics: dict[str, float] = {}
     try:
         if cfg.get("train", True):
-            ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+            ckpt_path = resolve_ckpt_path(default_ckpt_path(cfg.get("ckpt_path")), output_dir)
             if ckpt_path:
                 log.info("resuming from %s", ckpt_path)
             trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -1,0 +1,177 @@
+"""FID (and KID, and prompt adherence on phantom data) of a small fixed sample during stage-2 training.
+
+Logged as ``val/fid``, ``val/kid`` and ``val/adherence`` at the end of the first validation epoch and of every
+``every_n_epochs``-th after it, so ``optimized_metric=val/fid optimized_mode=min`` can pick the checkpoint (the
+values persist between computations, so a monitor always finds them). The sample is fixed: the first
+``n_samples`` validation images and their report excerpts (the validation split's excerpts are
+deterministic), generated with seeds ``seed + k``. Only the global-zero rank computes; the values are
+broadcast so every rank logs the same numbers. A small sample gives a biased FID (larger than a 1,000-image
+FID) but a consistent one, which is what choosing between epochs needs; report final figures with
+``python -m cxr_ldm.evaluate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from cxr_ldm.metrics.adherence import PhantomJudge, expected_matrix, score_against_labels
+from cxr_ldm.metrics.features import XRVFeatureExtractor
+from cxr_ldm.metrics.fid import fid_from_features, kid_from_features
+from cxr_ldm.metrics.sources import phantom_raw_dir
+from cxr_ldm.models.sampling import generate
+
+log = logging.getLogger(__name__)
+
+
+class FIDCallback(Callback):
+    """Every ``every_n_epochs`` validation epochs (starting with the first): FID/KID of ``n_samples`` generated
+    images against as many validation images, on torchxrayvision DenseNet features; on phantom data (or with
+    ``adherence=True``) also the phantom classifier's mean accuracy on the findings the prompts name."""
+
+    def __init__(
+        self,
+        every_n_epochs: int = 5,
+        n_samples: int = 64,
+        steps: int = 20,
+        guidance_scale: float = 7.0,
+        sampler: str = "ddim",
+        seed: int = 0,
+        batch_size: int = 16,
+        xrv_weights: str | None = None,
+        allow_random_xrv: bool = False,
+        adherence: bool | str = "auto",
+        cache_dir: str | None = None,
+        phantom_classifier: dict[str, Any] | None = None,
+        prefix: str = "val",
+    ) -> None:
+        if every_n_epochs < 1 or n_samples < 2:
+            raise ValueError("every_n_epochs must be >= 1 and n_samples >= 2")
+        if adherence not in ("auto", True, False):
+            raise ValueError(f"adherence must be 'auto', true or false, got {adherence!r}")
+        self.every_n_epochs = every_n_epochs
+        self.n_samples = n_samples
+        self.steps = steps
+        self.guidance_scale = guidance_scale
+        self.sampler = sampler
+        self.seed = seed
+        self.batch_size = batch_size
+        self.xrv_weights = xrv_weights
+        self.allow_random_xrv = allow_random_xrv
+        self.adherence = adherence
+        self.cache_dir = cache_dir
+        self.phantom_classifier = dict(phantom_classifier or {})
+        self.prefix = prefix
+        self.extractor: XRVFeatureExtractor | None = None
+        self._real: dict[str, Any] | None = None
+        self._judge: PhantomJudge | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Load the feature network before fitting: missing weights fail before the first training step."""
+        if stage == "fit" and self.extractor is None:
+            self.extractor = XRVFeatureExtractor.load(self.xrv_weights, self.allow_random_xrv)
+            if self.extractor.is_random:
+                log.warning(
+                    "%s/fid uses RANDOM torchxrayvision weights: plumbing only, not a quality measure",
+                    self.prefix,
+                )
+
+    def _due(self, trainer: Trainer) -> bool:
+        return not trainer.sanity_checking and trainer.current_epoch % self.every_n_epochs == 0
+
+    # ------------------------------------------------------------------ the fixed sample
+    def _reference(self, trainer: Trainer, device: torch.device) -> dict[str, Any]:
+        """First ``n_samples`` validation images (their features) and texts; computed once per fit."""
+        if self._real is None:
+            loader = trainer.val_dataloaders
+            if isinstance(loader, (list, tuple)):
+                loader = loader[0]
+            if loader is None:
+                raise RuntimeError("FIDCallback needs a validation dataloader")
+            images, texts = [], []
+            for batch in loader:
+                images.append(batch["image"][:, :1].float().cpu())
+                texts += list(batch["text"])
+                if len(texts) >= self.n_samples:
+                    break
+            images_t = torch.cat(images)[: self.n_samples]
+            if len(images_t) < 2:
+                raise RuntimeError(f"FIDCallback needs at least 2 validation images, got {len(images_t)}")
+            self._real = {
+                "features": self._extract(images_t, device),
+                "texts": texts[: len(images_t)],
+                "size": int(images_t.shape[-1]),
+            }
+        return self._real
+
+    def _extract(self, images: torch.Tensor, device: torch.device) -> np.ndarray:
+        assert self.extractor is not None
+        self.extractor.to(device)
+        out = [
+            self.extractor(images[i : i + self.batch_size]).float().cpu()
+            for i in range(0, len(images), self.batch_size)
+        ]
+        return torch.cat(out).numpy()
+
+    def _phantom_judge(self, trainer: Trainer, image_size: int) -> PhantomJudge | None:
+        if self.adherence is False:
+            return None
+        if self._judge is None:
+            data_dir = (
+                getattr(trainer.datamodule, "data_dir", None) if trainer.datamodule is not None else None
+            )
+            if self.adherence == "auto" and (data_dir is None or phantom_raw_dir(data_dir) is None):
+                self.adherence = False  # not phantom data: nothing to check prompts against
+                return None
+            from cxr_ldm.metrics.phantom_classifier import (
+                PhantomClassifierSettings,
+                load_or_train_phantom_classifier,
+            )
+
+            settings = PhantomClassifierSettings(image_size=image_size, **self.phantom_classifier)
+            cache = Path(self.cache_dir).expanduser() / "classifiers" if self.cache_dir else None
+            classifier, _ = load_or_train_phantom_classifier(settings, cache, progress=False)
+            self._judge = PhantomJudge(classifier)
+        return self._judge
+
+    # ------------------------------------------------------------------ the measurement
+    def compute(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
+        """The metrics of the current weights (called on the global-zero rank)."""
+        device = pl_module.device
+        real = self._reference(trainer, device)
+        seeds = [self.seed + k for k in range(len(real["texts"]))]
+        images = generate(
+            pl_module, real["texts"], seeds, guidance_scale=self.guidance_scale, num_inference_steps=self.steps,
+            sampler=self.sampler, batch_size=self.batch_size, progress=False,
+        )  # fmt: skip
+        fake = self._extract(images, device)
+        values = {
+            "fid": fid_from_features(real["features"], fake),
+            "kid": kid_from_features(real["features"], fake, subsets=1, subset_size=len(fake)).mean,
+        }
+        judge = self._phantom_judge(trainer, real["size"])
+        if judge is not None:
+            expected = expected_matrix(judge, real["texts"])
+            rows = np.flatnonzero(~np.isnan(expected).all(axis=1))
+            if len(rows):
+                scores = judge.scores(images[torch.as_tensor(rows)]).numpy()
+                accuracy = score_against_labels(judge.concepts, scores, expected[rows])["mean_accuracy"]
+                if accuracy is not None:
+                    values["adherence"] = float(accuracy)
+        return values
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._due(trainer):
+            return
+        values: dict[str, float] | None = None
+        if trainer.is_global_zero and torch.isfinite(getattr(pl_module, "scale_factor", torch.tensor(1.0))):
+            values = self.compute(trainer, pl_module)
+        values = trainer.strategy.broadcast(values, src=0)  # a collective: every rank gets here
+        for name, value in (values or {}).items():
+            pl_module.log(f"{self.prefix}/{name}", float(value), on_epoch=True, prog_bar=name == "fid")

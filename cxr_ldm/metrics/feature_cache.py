@@ -1,0 +1,77 @@
+"""Arrays computed once and reused across evaluation runs: real-image features, keyed by what made them.
+
+A sweep of checkpoints evaluated against one test set extracts the real-image features on the first run
+only. The key is a hash of everything that determines the arrays (image list, image size, feature network
+weights fingerprint, preprocessing protocol), so a changed input never returns stale features. Files are
+written atomically (a temporary file, then a rename), so concurrent jobs of a sweep at worst compute twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(parts: Mapping[str, Any]) -> str:
+    """A stable hex key of JSON-able ``parts`` (sorted keys; non-JSON values by their ``str``)."""
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+class FeatureCache:
+    """``<root>/<kind>_<key>.npz`` plus a ``.json`` with the key's parts; ``root=None`` disables caching."""
+
+    def __init__(self, root: str | Path | None) -> None:
+        self.root = Path(root).expanduser() if root else None
+
+    def path(self, kind: str, parts: Mapping[str, Any]) -> Path | None:
+        if self.root is None:
+            return None
+        return self.root / f"{kind}_{cache_key(parts)}.npz"
+
+    def load(self, kind: str, parts: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+        path = self.path(kind, parts)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError) as err:  # a truncated or foreign file: recompute
+            log.warning("ignoring unreadable cache file %s (%s)", path, err)
+            return None
+
+    def save(self, kind: str, parts: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path | None:
+        path = self.path(kind, parts)
+        if path is None:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+        meta = path.with_suffix(".json")
+        meta_tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
+        meta_tmp.write_text(json.dumps(dict(parts), indent=2, sort_keys=True, default=str), encoding="utf-8")
+        os.replace(meta_tmp, meta)
+        return path
+
+    def get_or_compute(
+        self, kind: str, parts: Mapping[str, Any], compute: Callable[[], Mapping[str, np.ndarray]]
+    ) -> tuple[dict[str, np.ndarray], bool]:
+        """``(arrays, hit)``: the cached arrays, or ``compute()``'s result (then stored)."""
+        cached = self.load(kind, parts)
+        if cached is not None:
+            log.info("using cached %s (%s)", kind, self.path(kind, parts))
+            return cached, True
+        arrays = {k: np.asarray(v) for k, v in compute().items()}
+        self.save(kind, parts, arrays)
+        return arrays, False

@@ -1,0 +1,61 @@
+"""What each DDP rank must share and what it must not.
+
+* Initial weights agree: every rank seeds with ``seed`` before building the model (DDP also broadcasts rank
+  zero's parameters and buffers when it wraps the module).
+* Random draws differ: after the Trainer knows the ranks, rank ``r`` reseeds with ``seed + r``, so posterior
+  samples, diffusion noise, timesteps and report excerpts are independent across ranks instead of the same
+  numbers on every rank's shard. DataLoader workers derive their seeds from the process seed, their id and
+  the rank (Lightning's ``pl_worker_init_function``).
+* Data are sharded by Lightning's ``DistributedSampler`` (``use_distributed_sampler``). Its shuffling seed
+  is ``PL_GLOBAL_SEED``, which must stay the same on all ranks, or the shards overlap: the per-rank reseed
+  leaves it at ``seed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import lightning as L
+from lightning.pytorch import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def seed_ranks(seed: int | None, trainer: Trainer) -> int | None:
+    """Reseed this process with ``seed + global_rank`` when training on several ranks; returns the seed used."""
+    if seed is None or trainer.world_size <= 1:
+        return seed
+    rank_seed = int(seed) + trainer.global_rank
+    L.seed_everything(rank_seed, workers=True, verbose=False)
+    os.environ["PL_GLOBAL_SEED"] = str(seed)  # DistributedSampler's shuffling seed: the same on every rank
+    log.info("rank %d of %d: random draws seeded with %d", trainer.global_rank, trainer.world_size, rank_seed)
+    return rank_seed
+
+
+def fix_hydra_multirun_children(trainer: Trainer) -> bool:
+    """Let Lightning's subprocess launcher start DDP children from a job of a local Hydra multirun.
+
+    The launcher re-runs ``sys.argv`` plus ``hydra.run.dir=<HydraConfig.run.dir>``. In a multirun job that is
+    the sweep command (``-m`` and every swept value) and a run folder that is not the job's, so each child
+    would start a sweep of its own. Here the children get this job's overrides and its folder instead.
+    Returns True when something was changed. Nothing to do under SLURM (it starts every rank itself).
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+    from omegaconf import open_dict, read_write
+
+    if not HydraConfig.initialized() or not isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        return False
+    if trainer.strategy.cluster_environment.creates_processes_externally:
+        return False
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return False
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    log.info("DDP children of this multirun job run in %s", hydra_cfg.runtime.output_dir)
+    return True

@@ -1,0 +1,225 @@
+"""Training as a SLURM job: ranks from SLURM, a checkpoint on the time-limit signal, requeue, and resume.
+
+One owner of the signal. SLURM warns a job ``signal_delay_s`` seconds before its time limit with ``USR2``
+(``sbatch --signal=USR2@<delay>``, which hydra-submitit-launcher writes), sends ``SIGTERM`` on preemption
+and cancellation, and ``SIGKILL`` a grace period later. Three parties could react:
+
+* Lightning's ``SLURMEnvironment(auto_requeue=True)`` saves ``hpc_ckpt_N.ckpt`` and requeues *inside* the
+  signal handler (a collective under DDP while the main thread may be in another collective), listens to
+  ``USR1`` unless told otherwise, and silently does not install itself when a handler already exists, which
+  submitit's always is. Its SIGTERM handler turns a preemption into an exception, i.e. a failed job;
+* submitit's handler requeues the job but writes no checkpoint (hydra-submitit-launcher's ``checkpoint()``
+  only resubmits the same arguments);
+* :class:`RequeueOnSignal` (here) does both, at a point where every rank is in step.
+
+While a model trains, :class:`RequeueOnSignal` owns ``USR2`` and ``SIGTERM``; Lightning's auto-requeue is
+off (``SLURMEnvironment(auto_requeue=False)``, which still supplies the ranks) and submitit's handler, active
+before and after training, is put back afterwards. A handler only sets a flag. After the next training batch
+all ranks agree on the flag (one tiny all-reduce per step), write ``<run>/checkpoints/last.ckpt`` together,
+rank zero calls ``scontrol requeue`` when the signal was the time-limit one (``SIGTERM`` is preemption or
+cancellation: SLURM decides whether the job comes back), and every rank leaves with :class:`JobInterrupted`,
+a ``SystemExit``: neither Hydra nor submitit records a result, so the submitting process keeps waiting for
+the requeued job. That job runs the same pickled Hydra job in the same run folder, and
+:func:`default_ckpt_path` turns ``ckpt_path=null`` into ``last`` there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+log = logging.getLogger(__name__)
+
+_NO_SIGNAL, _TERMINATE, _REQUEUE = 0, 1, 2
+
+
+def in_slurm_job() -> bool:
+    """True inside tasks that SLURM started (``srun``/``sbatch``), as Lightning decides it.
+
+    Interactive allocations (job name ``bash`` or ``interactive``) count as local runs, like in Lightning.
+    """
+    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+
+
+def restart_count() -> int:
+    """How often SLURM has requeued this job (``SLURM_RESTART_COUNT``; 0 for the first start)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
+
+
+def default_ckpt_path(ckpt_path: str | None) -> str | None:
+    """``ckpt_path`` as given, except ``None`` in a requeued SLURM job, which becomes ``"last"``.
+
+    A requeued job re-runs with the arguments of its first start, in the same run folder; its own
+    ``checkpoints/last.ckpt`` is where it stopped. An explicit ``ckpt_path`` always wins.
+    """
+    if ckpt_path in (None, "") and in_slurm_job() and restart_count() > 0:
+        log.info("SLURM job restart %d: resuming this run's last checkpoint (ckpt_path=last)", restart_count())
+        return "last"
+    return ckpt_path
+
+
+def slurm_job_id() -> str | None:
+    """The id ``scontrol requeue`` needs: ``<array job>_<task>`` for array tasks, else the job id."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"{array_job}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def requeue_job(job_id: str | None = None) -> bool:
+    """``scontrol requeue`` this job; False (and a logged reason) when that is impossible."""
+    job_id = job_id or slurm_job_id()
+    if not job_id or not re.fullmatch(r"[0-9]+(_[0-9]+)?", job_id):
+        log.error("cannot requeue: no valid SLURM job id (got %r)", job_id)
+        return False
+    try:
+        result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.error("scontrol requeue %s failed: %s", job_id, error)
+        return False
+    if result.returncode != 0:
+        log.error("scontrol requeue %s failed (%d): %s", job_id, result.returncode, result.stderr.strip())
+        return False
+    log.info("requeued SLURM job %s", job_id)
+    return True
+
+
+def signal_from_name(name: str | int | signal.Signals) -> signal.Signals:
+    """``"USR2"``, ``"SIGUSR2"`` or a number -> ``signal.SIGUSR2``."""
+    if isinstance(name, signal.Signals):
+        return name
+    if isinstance(name, int):
+        return signal.Signals(name)
+    key = name.upper()
+    return signal.Signals[key if key.startswith("SIG") else f"SIG{key}"]
+
+
+class JobInterrupted(SystemExit):
+    """Leaves the process after the signal checkpoint; not an ``Exception``, so no job result is written."""
+
+
+class RequeueOnSignal(Callback):
+    """Checkpoint to ``<dirpath>/last.ckpt`` on SLURM's time-limit or termination signal, then requeue/stop.
+
+    Args:
+        dirpath: the run's checkpoint folder (``last.ckpt`` there is what ``ckpt_path=last`` resumes).
+        requeue_signal: the time-limit warning (``USR2``: what submitit asks sbatch to send); it leads to a
+            requeue. ``SIGTERM`` (preemption, cancellation) leads to a checkpoint and an exit.
+        max_requeues: no requeue once SLURM has restarted the job this often (a checkpoint is still written).
+        requeue: False writes the checkpoint and stops without requeueing.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path,
+        requeue_signal: str | int = "USR2",
+        max_requeues: int = 20,
+        requeue: bool = True,
+    ) -> None:
+        self.dirpath = Path(dirpath)
+        self.requeue_signal = signal_from_name(requeue_signal)
+        self.max_requeues = max_requeues
+        self.requeue = requeue
+        self._received = _NO_SIGNAL
+        self._main_pid = os.getpid()
+        self._previous: dict[signal.Signals, Any] = {}
+        self._exiting = False
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.dirpath / "last.ckpt"
+
+    # ------------------------------------------------------------------ handlers
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._main_pid:
+            return  # a DataLoader worker forked from this process: the main process handles it
+        if self._exiting:
+            log.info("signal %s after the signal checkpoint: already leaving", signal.Signals(signum).name)
+            return
+        code = _REQUEUE if signum == self.requeue_signal else _TERMINATE
+        self._received = max(self._received, code)
+        log.info("received %s: checkpoint after the current training batch", signal.Signals(signum).name)
+
+    def _install(self, signum: signal.Signals) -> None:
+        if signum not in self._previous:
+            self._previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, self._handler)
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # before DataLoader workers fork, so that they inherit this handler (which ignores them) and not
+        # submitit's (which would requeue from inside a worker)
+        self._main_pid = os.getpid()
+        self._install(self.requeue_signal)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # after Lightning installed its SIGTERM handler (which would turn a preemption into a failure)
+        self._install(signal.SIGTERM)
+        log.info(
+            "SLURM job %s (restart %d): on %s or SIGTERM, last.ckpt is written to %s",
+            slurm_job_id(), restart_count(), self.requeue_signal.name, self.dirpath,
+        )  # fmt: skip
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not self._exiting:
+            self._restore()
+
+    # ------------------------------------------------------------------- action
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        code = self._agreed_signal(trainer)
+        if code == _NO_SIGNAL:
+            return
+        self._exiting = True
+        if self.ckpt_path.is_symlink():  # ModelCheckpoint(save_last="link"): do not write through the link
+            self.ckpt_path.unlink()
+        trainer.save_checkpoint(self.ckpt_path)  # every rank takes part; rank zero writes
+        log.info("signal checkpoint written at step %d: %s", trainer.global_step, self.ckpt_path)
+        requeued = False
+        if code == _REQUEUE and self.requeue and trainer.is_global_zero:
+            if restart_count() >= self.max_requeues:
+                log.warning("not requeueing: the job was already restarted %d times", restart_count())
+            else:
+                requeued = requeue_job()
+        raise JobInterrupted(0 if requeued or code == _TERMINATE else 1)
+
+    def _agreed_signal(self, trainer: Trainer) -> int:
+        """The strongest signal any rank received (all ranks call this after every training batch)."""
+        if trainer.world_size == 1:
+            return self._received
+        flag = torch.tensor(self._received, device=trainer.strategy.root_device)
+        return int(trainer.strategy.reduce(flag, reduce_op="max"))
+
+
+def slurm_trainer_extras(cfg: Any, checkpoint_dir: str | Path) -> tuple[list[Callback], list[Any]]:
+    """Callbacks and Trainer plugins for a SLURM task (none outside SLURM).
+
+    ``cfg`` is the ``slurm`` block of ``train.yaml`` (``requeue_signal``, ``max_requeues``, ``requeue``).
+    """
+    if not in_slurm_job():
+        return [], []
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    options = dict(cfg or {})
+    callback = RequeueOnSignal(checkpoint_dir, **options)
+    return [callback], [SLURMEnvironment(auto_requeue=False)]

@@ -1,0 +1,37 @@
+"""``python -m cxr_ldm.demo``: the whole job, shrunk to seconds, leaves the checkpoints and samples it promises."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from helpers import run_module
+from PIL import Image
+
+from cxr_ldm.models.diffusion import LatentDiffusionModule
+
+TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "data.batch_size=8", "data.phantom.raw_size=64"]  # fmt: skip
+
+
+def test_demo_end_to_end_and_resume(tmp_path):
+    out = tmp_path / "demo"
+    args = [f"out_dir={out}", "n_studies=40", "image_size=32", "n_per_prompt=2", "steps=3",
+            f"aekl_overrides={json.dumps(TINY)}", f"ldm_overrides={json.dumps(TINY)}"]  # fmt: skip
+    proc = run_module("cxr_ldm.demo", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (out / "aekl.ckpt").is_file() and (out / "ldm.ckpt").is_file()
+    records = json.loads((out / "samples" / "samples.json").read_text())["images"]
+    prompts = {r["prompt"] for r in records}
+    assert len(records) == 2 * len(prompts) and len(prompts) == 5
+    assert {"Large right pleural effusion.", "Large left pleural effusion."} <= prompts
+    with Image.open(out / "samples" / records[0]["file"]) as im:
+        assert im.size == (32, 32) and im.mode == "L"
+    assert (out / "samples" / "prompt_grid.png").is_file()
+    model = LatentDiffusionModule.load_from_checkpoint(out / "ldm.ckpt", map_location="cpu")
+    assert tuple(model.latent_shape)[-1] == 8 and torch.isfinite(model.scale_factor)
+    assert "demo finished" in proc.stdout
+
+    again = run_module("cxr_ldm.demo", *args, cwd=tmp_path)
+    assert again.returncode == 0
+    assert "aekl: " in again.stdout and "exists, skipped" in again.stdout
