@@ -1,8 +1,8 @@
 """FID (and KID, and prompt adherence on phantom data) of a small fixed sample during stage-2 training.
 
 Logged as ``val/fid``, ``val/kid`` and ``val/adherence`` at the end of the first validation epoch and of every
-``every_n_epochs``-th after it, so ``optimized_metric=val/fid optimized_mode=min`` can pick the checkpoint (the
-values persist between computations, so a monitor always finds them). The sample is fixed: the first
+``every_n_epochs``-th after it, so ``optimized_metric=val/fid optimized_mode=min`` can pick the checkpoint
+(the values persist between computations, so a monitor always finds them). The sample is fixed: the first
 ``n_samples`` validation images and their report excerpts (the validation split's excerpts are
 deterministic), generated with seeds ``seed + k``. Only the global-zero rank computes; the values are
 broadcast so every rank logs the same numbers. A small sample gives a biased FID (larger than a 1,000-image
@@ -23,14 +23,14 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from cxr_ldm.metrics.adherence import PhantomJudge, expected_matrix, score_against_labels
 from cxr_ldm.metrics.features import XRVFeatureExtractor
 from cxr_ldm.metrics.fid import fid_from_features, kid_from_features
-from cxr_ldm.metrics.sources import phantom_raw_dir
+from cxr_ldm.metrics.sources import phantom_raw_dir, phantom_raw_size
 from cxr_ldm.models.sampling import generate
 
 log = logging.getLogger(__name__)
 
 
 class FIDCallback(Callback):
-    """Every ``every_n_epochs`` validation epochs (starting with the first): FID/KID of ``n_samples`` generated
+    """Every ``every_n_epochs`` validation epochs (from the first on): FID/KID of ``n_samples`` generated
     images against as many validation images, on torchxrayvision DenseNet features; on phantom data (or with
     ``adherence=True``) also the phantom classifier's mean accuracy on the findings the prompts name."""
 
@@ -134,7 +134,11 @@ class FIDCallback(Callback):
                 load_or_train_phantom_classifier,
             )
 
-            settings = PhantomClassifierSettings(image_size=image_size, **self.phantom_classifier)
+            options = dict(self.phantom_classifier)
+            if options.get("raw_size") is None:  # render as the phantom data were rendered
+                raw_dir = phantom_raw_dir(data_dir) if data_dir is not None else None
+                options["raw_size"] = phantom_raw_size(raw_dir) if raw_dir is not None else None
+            settings = PhantomClassifierSettings(image_size=image_size, **options)
             cache = Path(self.cache_dir).expanduser() / "classifiers" if self.cache_dir else None
             classifier, _ = load_or_train_phantom_classifier(settings, cache, progress=False)
             self._judge = PhantomJudge(classifier)
@@ -147,7 +151,8 @@ class FIDCallback(Callback):
         real = self._reference(trainer, device)
         seeds = [self.seed + k for k in range(len(real["texts"]))]
         images = generate(
-            pl_module, real["texts"], seeds, guidance_scale=self.guidance_scale, num_inference_steps=self.steps,
+            pl_module, real["texts"], seeds, guidance_scale=self.guidance_scale,
+            num_inference_steps=self.steps,
             sampler=self.sampler, batch_size=self.batch_size, progress=False,
         )  # fmt: skip
         fake = self._extract(images, device)

@@ -33,7 +33,8 @@ _NEGATION = re.compile(
     r"\b(?:no|not|without|negative for|free of|absence of|resolution of|resolved|rather than|removed)\b"
 )
 _POST_NEGATION = re.compile(
-    r"\b(?:(?:is|are|was|were)\s+)?(?:not|no longer)\s+(?:seen|present|identified|visualized|appreciated|demonstrated)"
+    r"\b(?:(?:is|are|was|were)\s+)?(?:not|no longer)\s+"
+    r"(?:seen|present|identified|visualized|appreciated|demonstrated)"
     r"|\b(?:has|have)\s+resolved|\bresolved\b|\babsent\b|\bremoved\b"
 )
 _GLOBAL_NORMAL = re.compile(
@@ -41,7 +42,8 @@ _GLOBAL_NORMAL = re.compile(
     r"|no acute (?:process|abnormality|disease)|no radiographic evidence of acute"
 )
 _HEART_NORMAL = re.compile(
-    r"\b(?:heart|cardiac|cardiomediastinal)\b[^.]{0,60}\b(?:normal|within normal limits|unremarkable|top[- ]normal)\b"
+    r"\b(?:heart|cardiac|cardiomediastinal)\b[^.]{0,60}"
+    r"\b(?:normal|within normal limits|unremarkable|top[- ]normal)\b"
     r"|\bnormal (?:heart|cardiac|cardiomediastinal)"
 )
 _CONCEPTS: dict[str, re.Pattern[str]] = {
@@ -90,7 +92,7 @@ def _clause_bounds(sentence: str, position: int) -> tuple[int, int]:
 
 
 def named_findings(text: str) -> dict[str, int]:
-    """``{finding column: 1 present / 0 absent}`` for the findings ``text`` names (see the module docstring)."""
+    """``{finding column: 1 present / 0 absent}`` for the findings ``text`` names (module docstring)."""
     present: dict[str, int] = {}
     absent: dict[str, int] = {}
     for raw in _SENTENCE.split(text.strip()):
@@ -207,7 +209,7 @@ XRV_CONCEPTS: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 def side_free(named: dict[str, int]) -> dict[str, int]:
-    """Collapse sided columns: present if either side is named present, absent if both sides are named absent."""
+    """Side-free concepts: present if either side is named present, absent if both are named absent."""
     out: dict[str, int] = {}
     for concept in XRV_CONCEPTS:
         if concept in SIDED:

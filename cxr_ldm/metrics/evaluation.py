@@ -2,8 +2,8 @@
 
 Options are checked before anything slow happens (missing inputs, missing or random torchxrayvision
 weights), generated images are sampled into ``out_dir/samples`` through the shared ``generate`` and then read
-back like any folder, and ``metrics.json`` is rewritten after every metric, so a long run that fails late keeps
-what it measured.
+back like any folder, and ``metrics.json`` is rewritten after every metric, so a long run that fails late
+keeps what it measured.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from cxr_ldm.metrics.memorization import memorization_report
 from cxr_ldm.metrics.msssim import ms_ssim_per_image, pairwise_ms_ssim, psnr_per_image
 from cxr_ldm.metrics.report import format_table
 from cxr_ldm.metrics.sources import (
+    SAMPLES_FILE,
     ImageSet,
     folder_set,
     image_batches,
@@ -90,6 +91,7 @@ class Evaluation:
         self.ldm_ckpt = _path(_opt(cfg, "ldm_ckpt"))
         self.fake_dir = _path(_opt(cfg, "fake_dir"))
         self.real = self._real_set()
+        self.texts = self._text_set()
         self.judge_kind = self._judge_kind()
         self._check_inputs()
         self.extractor: XRVFeatureExtractor | None = None
@@ -127,6 +129,17 @@ class Evaluation:
             raise EvaluationError(str(err)) from err
         return None
 
+    def _text_set(self) -> ImageSet | None:
+        """Where report-excerpt prompts come from: data_dir's split (even when real_dir gives the images)."""
+        if self.data_dir is None or (self.real is not None and self.real.sentences is not None):
+            return self.real
+        try:
+            return split_set(
+                self.data_dir, str(_opt(self.cfg, "split", "test")), _opt(self.cfg, "phantom_raw_dir")
+            )
+        except (FileNotFoundError, ValueError) as err:
+            raise EvaluationError(str(err)) from err
+
     def _judge_kind(self) -> str:
         kind = str(_opt(self.cfg, "adherence.classifier", "auto"))
         if kind not in ("auto", "phantom", "xrv"):
@@ -140,8 +153,8 @@ class Evaluation:
         wanted = sorted(names & NEEDS_GENERATED, key=self.names.index)
         if wanted and not (self.ldm_ckpt or self.fake_dir):
             raise EvaluationError(
-                f"{', '.join(wanted)} need generated images: give ldm_ckpt=STAGE2.ckpt (samples are generated "
-                "first) or fake_dir=FOLDER"
+                f"{', '.join(wanted)} need generated images: give ldm_ckpt=STAGE2.ckpt (samples are "
+                "generated first) or fake_dir=FOLDER"
             )
         if self.ldm_ckpt and self.fake_dir:
             raise EvaluationError(
@@ -158,12 +171,32 @@ class Evaluation:
             raise EvaluationError(
                 "memorization needs training images: give data_dir= (its train split) or train_dir="
             )
+        if "memorization" in names:
+            train_dir = _path(_opt(self.cfg, "train_dir"))
+            train_csv = (
+                self.data_dir / f"{_opt(self.cfg, 'train_split', 'train')}.csv" if self.data_dir else None
+            )
+            if train_dir is not None and not train_dir.is_dir():
+                raise EvaluationError(f"train_dir={str(train_dir)!r} is not a folder")
+            if train_dir is None and not train_csv.is_file():
+                raise EvaluationError(
+                    f"memorization: {train_csv} not found (train_split= names the training split)"
+                )
+        if (
+            "adherence" in names
+            and self.fake_dir is not None
+            and not (self.fake_dir / SAMPLES_FILE).is_file()
+        ):
+            raise EvaluationError(
+                f"adherence needs each generated image's prompt: {self.fake_dir} has no {SAMPLES_FILE} "
+                "(written by cxr_ldm.sample and cxr_ldm.evaluate)"
+            )
         for key in ("ldm_ckpt", "ae_ckpt"):
             path = _path(_opt(self.cfg, key))
             if path is not None and not path.is_file():
                 raise EvaluationError(f"{key}={str(path)!r} does not exist")
         if self.ldm_ckpt and NEEDS_GENERATED & names and not self._has_prompt_list():
-            if self.real is None or self.real.sentences is None:
+            if self.texts is None or self.texts.sentences is None:
                 raise EvaluationError(
                     "sampling needs prompts: give sampling.prompts=[...] or sampling.prompts_file=FILE, or "
                     "data_dir= to draw them from the split's reports"
@@ -192,10 +225,10 @@ class Evaluation:
             except SampleConfigError as err:
                 raise EvaluationError(str(err)) from err
             return [listed[k % len(listed)] for k in range(n)], f"list of {len(listed)} prompts, cycled"
-        assert self.real is not None
-        excerpts = report_excerpts(self.real, seed=self.seed)
+        assert self.texts is not None
+        excerpts = report_excerpts(self.texts, seed=self.seed)
         order = np.random.default_rng(self.seed).permutation(len(excerpts))
-        return [excerpts[order[k % len(order)]] for k in range(n)], f"report excerpts of {self.real.name}"
+        return [excerpts[order[k % len(order)]] for k in range(n)], f"report excerpts of {self.texts.name}"
 
     def _generated_set(self) -> ImageSet:
         if self.fake_dir is not None:
@@ -227,8 +260,9 @@ class Evaluation:
         del model
         self.samples = {
             "source": "ldm_ckpt", "ldm_ckpt": str(self.ldm_ckpt.resolve()), "folder": str(folder), "n": n,
-            "seed": seed, "seeds": {"first": seeds[0], "last": seeds[-1], "rule": f"image k uses seed {seed} + k"},
-            "prompts": source, "guidance_scale": float(s("guidance_scale", 7.0)), "steps": int(s("steps", 50)),
+            "seed": seed, "prompts": source,
+            "seeds": {"first": seeds[0], "last": seeds[-1], "rule": f"image k uses seed {seed} + k"},
+            "guidance_scale": float(s("guidance_scale", 7.0)), "steps": int(s("steps", 50)),
             "sampler": str(s("sampler", "ddim")), "eta": float(s("eta", 0.0)),
         }  # fmt: skip
         return folder_set(folder, name="generated")
@@ -303,7 +337,8 @@ class Evaluation:
         return {
             "ms_ssim": float(ms_t.mean()), "ms_ssim_std": float(ms_t.std()) if len(ms_t) > 1 else 0.0,
             "psnr": float(psnr_t.mean()), "psnr_std": float(psnr_t.std()) if len(psnr_t) > 1 else 0.0,
-            "n": len(images), "images": self.real.name, "checkpoint": checkpoint, "image_size": self.image_size,
+            "n": len(images), "images": self.real.name, "checkpoint": checkpoint,
+            "image_size": self.image_size,
             "ms_ssim_settings": asdict(ms_ssim_settings(self.image_size)), "per_image": "recon_per_image.csv",
             "reconstruction": "decoded posterior mean, clipped to 0..1",
         }  # fmt: skip
@@ -356,7 +391,8 @@ class Evaluation:
                 raise EvaluationError(str(err)) from err
             real_i, status_i = self._features(self.real_eval, "real", inception, INCEPTION_PROTOCOL)
             fake_i, _ = self._features(self.fake, "generated", inception, INCEPTION_PROTOCOL)
-            result["inception"] = {"value": fid_from_features(real_i, fake_i), "weights": inception.weights_label,
+            result["inception"] = {"value": fid_from_features(real_i, fake_i),
+                                   "weights": inception.weights_label,
                                    "real_features_cache": status_i}  # fmt: skip
         return result
 
@@ -376,7 +412,11 @@ class Evaluation:
             load_or_train_phantom_classifier,
         )
 
-        options = _opt(self.cfg, "adherence.phantom", {}) or {}
+        options = dict(_opt(self.cfg, "adherence.phantom", {}) or {})
+        if (
+            options.get("raw_size") is None and self.real is not None
+        ):  # render as the phantom data were rendered
+            options["raw_size"] = self.real.extra.get("raw_size")
         settings = PhantomClassifierSettings(image_size=self.image_size, **options)
         classifier, cached = load_or_train_phantom_classifier(
             settings, self.cache_dir / "classifiers" if self.cache_dir else None, self.progress
@@ -446,7 +486,8 @@ class Evaluation:
         fake_f, _ = self._features(self.fake, "generated")
         report = memorization_report(
             fake_f, real_f, train_f, quantile=float(_opt(self.cfg, "memorization.quantile", 0.01)),
-            threshold=_opt(self.cfg, "memorization.threshold"), max_listed=int(_opt(self.cfg, "memorization.max_listed", 20)),
+            threshold=_opt(self.cfg, "memorization.threshold"),
+            max_listed=int(_opt(self.cfg, "memorization.max_listed", 20)),
             generated_ids=self.fake.ids, train_ids=train.ids, generated_prompts=self.fake.prompts,
         )  # fmt: skip
         for item in report["near_copies"]:
@@ -458,7 +499,8 @@ class Evaluation:
     # ------------------------------------------------------------------------------------------ run
     def _write(self) -> Path:
         settings = {
-            "metrics": self.names, "image_size": self.image_size, "seed": self.seed, "n_real": _opt(self.cfg, "n_real"),
+            "metrics": self.names, "image_size": self.image_size, "seed": self.seed,
+            "n_real": _opt(self.cfg, "n_real"),
             "real": self.real.name if self.real is not None else None, "device": str(self.device),
             "xrv_weights": self.extractor.weights_label if self.extractor is not None else None,
             "config": OmegaConf.to_container(self.cfg, resolve=True),

@@ -140,6 +140,8 @@ def load_xrv_densenet(
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 model = xrv.models.DenseNet(weights=None)
+            with torch.no_grad():  # random init on [-1024, 1024] inputs gives features ~1e4: keep them O(1)
+                model.features.conv0.weight.div_(1024.0)
             return model.eval(), RANDOM_WEIGHTS_LABEL
     state = read_densenet_state_dict(path)
     op_threshs = state.pop("op_threshs", None)
@@ -172,7 +174,7 @@ def weights_fingerprint(module: nn.Module) -> str:
 
 
 class XRVFeatureExtractor(nn.Module):
-    """0..1 single-channel images ``[B, 1, H, W]`` -> 1024-d DenseNet ``features2`` (ReLU + global average pool).
+    """0..1 one-channel images ``[B, 1, H, W]`` -> 1024-d DenseNet ``features2`` (ReLU, global average pool).
 
     ``num_features`` lets torchmetrics' FID/KID take this module as ``feature=``. The wrapped network stays
     in eval mode (batch-norm statistics are part of the feature definition).
@@ -215,7 +217,7 @@ class XRVFeatureExtractor(nn.Module):
         lo, hi = float(images.min()), float(images.max())
         if lo < -1e-3 or hi > 1.0 + 1e-3:
             raise ValueError(
-                f"expected intensities in 0..1, got [{lo:.3g}, {hi:.3g}] (8-bit images must be divided by 255)"
+                f"expected intensities in 0..1, got [{lo:.3g}, {hi:.3g}] (divide 8-bit images by 255)"
             )
         images = images.clamp(0.0, 1.0)
         h, w = images.shape[-2:]

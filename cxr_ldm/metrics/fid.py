@@ -53,7 +53,7 @@ def fid_from_features(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.
 
 def polynomial_mmd2(x: torch.Tensor, y: torch.Tensor, degree: int = 3, gamma: float | None = None,
                     coef: float = 1.0) -> float:  # fmt: skip
-    """Unbiased MMD^2 with kernel ``(gamma * x.y + coef)^degree`` (``gamma`` defaults to 1/d); sizes may differ."""
+    """Unbiased MMD^2, kernel ``(gamma * x.y + coef)^degree`` (``gamma`` default 1/d); sizes may differ."""
     m, n = x.shape[0], y.shape[0]
     if m < 2 or n < 2:
         raise ValueError("each set needs at least 2 feature vectors")

@@ -1,4 +1,4 @@
-"""Generated images for evaluation: sampled with the shared ``generate`` into a folder, then read like any other.
+"""Generated images for evaluation: sampled by the shared ``generate`` into a folder, then read as any other.
 
 Writing the samples first (8-bit PNGs and a ``samples.json`` in the sample command's format) keeps memory
 bounded whatever the sample count, lets every metric read the same pixels a person would look at, and makes an
@@ -51,7 +51,8 @@ def sample_to_folder(
     out.mkdir(parents=True, exist_ok=True)
     settings = {
         "ckpt": ckpt, "guidance_scale": float(guidance_scale), "steps": int(steps), "sampler": sampler,
-        "eta": float(eta), "n": len(prompts), "prompts_sha256": _digest(prompts), "seeds_sha256": _digest(seeds),
+        "eta": float(eta), "n": len(prompts),
+        "prompts_sha256": _digest(prompts), "seeds_sha256": _digest(seeds),
     }  # fmt: skip
     if ckpt and Path(ckpt).is_file():
         stat = Path(ckpt).stat()

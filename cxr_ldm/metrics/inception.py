@@ -28,7 +28,8 @@ def inception_weights_file(weights_file: str | Path | None = None) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"Inception FID weights not found: {path}. Download {INCEPTION_URL} to "
-            f"{Path(torch.hub.get_dir()) / 'checkpoints' / INCEPTION_FILE} or pass fid.inception_weights=FILE."
+            f"{Path(torch.hub.get_dir()) / 'checkpoints' / INCEPTION_FILE} "
+            "or pass fid.inception_weights=FILE."
         )
     return path
 
@@ -49,7 +50,7 @@ class InceptionFeatureExtractor(nn.Module):
             )
         except ModuleNotFoundError as err:
             raise ModuleNotFoundError(
-                "Inception FID needs torch-fidelity: `pip install torch-fidelity` (or set fid.inception=false)"
+                "Inception FID needs torch-fidelity: `pip install torch-fidelity` (or fid.inception=false)"
             ) from err
         self.weights_label = str(path.resolve())
 

@@ -28,7 +28,8 @@ def ms_ssim_per_image(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     """``[N]`` MS-SSIM of each pair ``preds[i]`` / ``target[i]`` (``[N, 1, H, W]``, data range 1)."""
     if preds.shape != target.shape or preds.ndim != 4:
         raise ValueError(
-            f"expected two [N, C, H, W] batches of one shape, got {tuple(preds.shape)} and {tuple(target.shape)}"
+            f"expected two [N, C, H, W] batches of one shape, got {tuple(preds.shape)} and "
+            f"{tuple(target.shape)}"
         )
     settings = ms_ssim_settings(*preds.shape[-2:])
     with torch.autocast(device_type=preds.device.type, enabled=False):

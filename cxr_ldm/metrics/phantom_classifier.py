@@ -1,12 +1,12 @@
-"""A small CNN that reads phantom findings off phantom PA images: the judge of prompt adherence on phantom data.
+"""A small CNN that reads findings off phantom PA images: the judge of prompt adherence on phantom data.
 
 It is trained on freshly rendered phantom images (``render_pa`` with known findings), never on the dataset a
 generator was trained on, and the images go through the same steps as the phantom dataset's own (render at
 ``raw_size``, JPEG, shorter side resized with Lanczos, center crop), so what it learned transfers to real
 phantom images and to generated ones. Findings are drawn independently (each present with
 ``positive_rate``) so every finding, and every side, has enough positives. The trained weights are cached in
-a file keyed by the settings: the first evaluation trains it (about a minute at 64 px on a CPU), later ones
-load it.
+a file keyed by the settings: the first evaluation trains it (about 1.5 minutes at 64 px on one CPU core),
+later ones load it.
 """
 
 from __future__ import annotations
@@ -41,9 +41,7 @@ class PhantomClassifierSettings:
     """Everything that determines the trained classifier (and so its cache file)."""
 
     image_size: int = 64
-    raw_size: int | None = (
-        None  # side the phantom is rendered at; None = 2 x image_size (conf/data/phantom.yaml)
-    )
+    raw_size: int | None = None  # side rendered at (the phantom tree's JPEG size); None = 2 x image_size
     n_train: int = 4000
     n_val: int = 500
     epochs: int = 8
@@ -70,8 +68,8 @@ class PhantomFindingsCNN(nn.Module):
         for k in range(int(math.log2(image_size // 4))):
             out = min(8 * 2**k, 64)
             layers += [
-                nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
-                nn.Conv2d(out, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
+                nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(True),
+                nn.Conv2d(out, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(True),
                 nn.MaxPool2d(2),
             ]  # fmt: skip
             channels = out
@@ -90,7 +88,7 @@ def _balanced_findings(rng: np.random.Generator, positive_rate: float) -> dict[s
 def render_phantom_image(
     findings: dict[str, int], rng: np.random.Generator, settings: PhantomClassifierSettings
 ) -> np.ndarray:
-    """One PA image (uint8 ``[S, S]``) as the phantom dataset stores it after ``prepare`` and the DataModule."""
+    """One PA image (uint8 ``[S, S]``) as the phantom data look after ``prepare`` and the DataModule."""
     raw = render_pa(findings, rng, settings.render_size)
     buffer = io.BytesIO()
     Image.fromarray(raw, mode="L").save(buffer, format="JPEG", quality=settings.jpeg_quality)
@@ -157,7 +155,16 @@ def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def train_phantom_classifier(settings: PhantomClassifierSettings, progress: bool = True) -> PhantomClassifier:
-    """Render, train (AdamW, one-cycle) and validate on images with the cohort's own finding frequencies."""
+    """Render, train (AdamW, one-cycle) and validate on images with the cohort's own finding frequencies.
+
+    Gradients are switched on explicitly: a training callback calls this from a validation hook, which
+    Lightning runs under ``torch.inference_mode``.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        return _train(settings, progress)
+
+
+def _train(settings: PhantomClassifierSettings, progress: bool) -> PhantomClassifier:
     images, labels = render_labelled_set(
         settings.n_train, settings.seed, settings, balanced=True, progress=progress
     )
@@ -211,7 +218,7 @@ def classifier_cache_file(cache_dir: str | Path, settings: PhantomClassifierSett
 def load_or_train_phantom_classifier(
     settings: PhantomClassifierSettings, cache_dir: str | Path | None, progress: bool = True
 ) -> tuple[PhantomClassifier, bool]:
-    """``(classifier, loaded_from_cache)``; trains and stores it on first use (``cache_dir=None``: no cache)."""
+    """``(classifier, loaded_from_cache)``; trains and stores it on first use (``cache_dir=None``: none)."""
     path = classifier_cache_file(cache_dir, settings) if cache_dir else None
     if path is not None and path.is_file():
         payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL
 
-# Published figures of the reference model (DESIGN.md). Its FID used another protocol (see docs/evaluation.md).
+# Published figures of the reference model (DESIGN.md); its FID used another protocol (docs/evaluation.md).
 REFERENCE = {
     "recon": "MS-SSIM 0.9789 (5,000 test images)",
     "diversity": "generated 0.4083 / real 0.4046",
@@ -31,10 +31,12 @@ def _line(name: str, m: dict[str, Any]) -> str:
             text += f"; Inception FID {_fmt(m['inception']['value'], '.3f')}"
         return text
     if name == "kid":
-        return f"{_fmt(m['mean'], '.5f')} +- {_fmt(m['std'], '.5f')}  ({m['subsets']} subsets of {m['subset_size']})"
+        spread = f"({m['subsets']} subsets of {m['subset_size']})"
+        return f"{_fmt(m['mean'], '.5f')} +- {_fmt(m['std'], '.5f')}  {spread}"
     if name == "adherence":
         gen, real = m["generated"], m.get("real") or {}
-        return (f"generated accuracy {_fmt(gen['mean_accuracy'], '.3f')} AUROC {_fmt(gen['mean_auroc'], '.3f')}; "
+        return (f"generated accuracy {_fmt(gen['mean_accuracy'], '.3f')} "
+                f"AUROC {_fmt(gen['mean_auroc'], '.3f')}; "
                 f"real AUROC {_fmt(real.get('mean_auroc'), '.3f')}")  # fmt: skip
     if name == "memorization":
         g, r = m["generated_to_train"]["quantiles"]["0.5"], m["real_test_to_train"]["quantiles"]["0.5"]

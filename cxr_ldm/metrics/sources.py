@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cxr_ldm.data.dataset import load_image
 from cxr_ldm.data.excerpts import ExcerptSampler
+from cxr_ldm.data.mimic import image_relpath
 from cxr_ldm.data.phantom import FINDING_COLUMNS, GROUND_TRUTH_FILE, load_ground_truth
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class ImageSet:
         )  # fmt: skip
 
     def sample(self, n: int | None, seed: int = 0) -> ImageSet:
-        """``n`` images drawn without replacement by ``seed`` (kept in file order), or all when ``n`` is None."""
+        """``n`` images drawn without replacement by ``seed`` (in file order), or all when ``n`` is None."""
         if n is None or n >= len(self):
             return self
         keep = np.sort(np.random.default_rng(seed).choice(len(self), size=int(n), replace=False))
@@ -113,6 +114,17 @@ def phantom_raw_dir(data_dir: str | Path) -> Path | None:
     return None
 
 
+def phantom_raw_size(raw_dir: str | Path) -> int | None:
+    """Shorter side of the phantom tree's JPEGs (what the adherence classifier should render at)."""
+    truth = load_ground_truth(raw_dir)
+    pa = truth[truth["ViewPosition"] == "PA"]
+    if pa.empty:
+        return None
+    row = pa.iloc[0]
+    path = Path(raw_dir) / image_relpath(int(row["subject_id"]), int(row["study_id"]), str(row["dicom_id"]))
+    return native_size(path) if path.is_file() else None
+
+
 def split_set(data_dir: str | Path, split: str, raw_dir: str | Path | None = None) -> ImageSet:
     """One split of a folder written by ``cxr_ldm.prepare``; phantom ground truth is attached when the source
     tree (``prepare_report.json``'s ``mimic_root``, or ``raw_dir``) has it."""
@@ -145,8 +157,9 @@ def split_set(data_dir: str | Path, split: str, raw_dir: str | Path | None = Non
         "csv_mtime": csv.stat().st_mtime_ns,
     }  # fmt: skip
     return ImageSet(
-        f"{data_dir.name}/{split}", paths, list(frame["dicom_id"]), identity, sentences=sentences, truth=truth,
-        chexpert=chexpert, extra={"raw_dir": str(raw) if raw else None},
+        f"{data_dir.name}/{split}", paths, list(frame["dicom_id"]), identity, sentences=sentences,
+        truth=truth, chexpert=chexpert,
+        extra={"raw_dir": str(raw) if raw else None, "raw_size": phantom_raw_size(raw) if raw else None},
     )  # fmt: skip
 
 
