@@ -9,6 +9,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The smallest stage-1 network the tests train (norm groups of 8 for channels below 32).
+TINY_AUTOENCODER = {
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 1,
+    "channels": [8, 16, 16],
+    "latent_channels": 3,
+    "num_res_blocks": 1,
+    "attention_levels": [False, False, False],
+    "with_encoder_nonlocal_attn": False,
+    "with_decoder_nonlocal_attn": False,
+    "norm_num_groups": 8,
+}
+
 
 def run_module(module: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 600):
     """Run ``python -m module args`` as a user would; returns the CompletedProcess."""

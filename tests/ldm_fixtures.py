@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import TINY_AUTOENCODER
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, Dataset
 
@@ -25,18 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 IMAGE_SIZE = 32
-AE_ARCH = {
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 1,
-    "channels": [8, 16, 16],
-    "latent_channels": 3,
-    "num_res_blocks": 1,
-    "attention_levels": [False, False, False],
-    "norm_num_groups": 8,
-    "with_encoder_nonlocal_attn": False,
-    "with_decoder_nonlocal_attn": False,
-}
+AE_ARCH = dict(TINY_AUTOENCODER)
 TINY_TEXT_CFG = {"width": 64, "heads": 4, "layers": 3}  # conf/text_encoder/tiny.yaml
 TEXTS = ["Large right pleural effusion.", "", "No acute cardiopulmonary process.", "Moderate cardiomegaly."]
 

@@ -253,6 +253,16 @@ def _diaphragm(a: np.ndarray, right: np.ndarray, g: _Lungs) -> np.ndarray:
     return peak + (base - peak) * np.where(a > k, t_out**2.4, 0.3 * t_in**2)
 
 
+def _view_setup(findings: dict, rng: np.random.Generator, size: int, height: int | None, anatomy):
+    """Independent streams (anatomy, pose/exposure, texture/noise, finding details), the anatomy, the image size
+    and the completed findings: shared by every view so one study's views agree."""
+    s_anat, s_pose, s_tex, s_find = (np.random.default_rng(int(x)) for x in rng.integers(0, 2**63 - 1, 4))
+    A = anatomy if anatomy is not None else sample_anatomy(s_anat)
+    if height is None:
+        height = round(size * s_pose.uniform(1.12, 1.3))
+    return A, complete_details(findings, s_find), s_pose, s_tex, s_find, int(size), int(height)
+
+
 def render_pa(
     findings: dict[str, int],
     rng: np.random.Generator,
@@ -269,12 +279,7 @@ def render_pa(
     the same picture apart from that finding. ``height`` defaults to about 1.2 x ``size``.
     ``ap`` renders the portable AP look (magnified heart, lower lung volumes, flatter clavicles).
     """
-    s_anat, s_pose, s_tex, s_find = (np.random.default_rng(int(x)) for x in rng.integers(0, 2**63 - 1, 4))
-    A = anatomy if anatomy is not None else sample_anatomy(s_anat)
-    if height is None:
-        height = round(size * s_pose.uniform(1.12, 1.3))
-    w, h = int(size), int(height)
-    f = complete_details(findings, s_find)
+    A, f, s_pose, s_tex, s_find, w, h = _view_setup(findings, rng, size, height, anatomy)
     pose = _Pose(
         angle=float(s_pose.normal(0.0, 0.03)),
         du=float(s_pose.uniform(-0.025, 0.025)),
@@ -585,12 +590,7 @@ def render_lateral(
     Cheap on purpose (``prepare`` keeps PA only): heart size, pleural fluid in the posterior sulcus and
     tubes follow the findings; pneumothorax, nodule and consolidation are not drawn.
     """
-    s_anat, s_pose, s_tex, s_find = (np.random.default_rng(int(x)) for x in rng.integers(0, 2**63 - 1, 4))
-    A = anatomy if anatomy is not None else sample_anatomy(s_anat)
-    if height is None:
-        height = round(size * s_pose.uniform(1.12, 1.3))
-    w, h = int(size), int(height)
-    f = complete_details(findings, s_find)
+    A, f, s_pose, s_tex, s_find, w, h = _view_setup(findings, rng, size, height, anatomy)
     pose = _Pose(
         float(s_pose.normal(0, 0.03)), float(s_pose.uniform(-0.03, 0.03)), 0.0, 1.0, h / (2 * w), 0.6
     )

@@ -10,20 +10,9 @@ import lightning as L
 import pytest
 import torch
 import torchvision
+from helpers import TINY_AUTOENCODER
 from torch.utils.data import DataLoader, Dataset
 
-TINY_AUTOENCODER = {
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 1,
-    "channels": [8, 16, 16],
-    "latent_channels": 3,
-    "num_res_blocks": 1,
-    "attention_levels": [False, False, False],
-    "with_encoder_nonlocal_attn": False,
-    "with_decoder_nonlocal_attn": False,
-    "norm_num_groups": 8,
-}
 TINY_DISCRIMINATOR = {"spatial_dims": 2, "in_channels": 1, "channels": 8, "num_layers_d": 2}
 
 
