@@ -17,8 +17,8 @@ from helpers import run_module
 
 from cxr_ldm.data.bootstrap import ensure_phantom_prepared
 
-ONE_STEP = ["trainer=cpu", "logger=csv", "trainer.precision=32-true", "trainer.max_steps=1", "trainer.max_epochs=1",
-            "trainer.limit_val_batches=1", "data.image_size=64", "data.batch_size=2", "data.num_workers=0",
+ONE_STEP = ["trainer=cpu", "logger=csv", "trainer.precision=32-true", "trainer.limit_train_batches=1", "trainer.max_epochs=1",
+            "trainer.limit_val_batches=1", "trainer.check_val_every_n_epoch=1", "data.image_size=64", "data.batch_size=2", "data.num_workers=0",
             "data.pin_memory=false", "print_config=false"]  # fmt: skip
 
 
