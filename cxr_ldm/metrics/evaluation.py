@@ -100,6 +100,7 @@ class Evaluation:
                 _opt(cfg, "xrv_weights"), bool(_opt(cfg, "allow_random_xrv", False))
             )
             self.extractor.to(self.device)
+        self.inception = self._inception()  # before any sampling: a missing weights file fails fast
         self.fake: ImageSet | None = None
         self.samples: dict[str, Any] = {}
         self.image_size = 0
@@ -382,19 +383,27 @@ class Evaluation:
             "features": XRV_FEATURES_NAME, "xrv_weights": self.extractor.weights_label,
             "real_features_cache": status, "image_size": self.image_size,
         }  # fmt: skip
-        if bool(_opt(self.cfg, "fid.inception", False)):
-            from cxr_ldm.metrics.inception import INCEPTION_PROTOCOL, InceptionFeatureExtractor
+        if self.inception is not None:
+            from cxr_ldm.metrics.inception import INCEPTION_PROTOCOL
 
-            try:
-                inception = InceptionFeatureExtractor(_opt(self.cfg, "fid.inception_weights")).to(self.device)
-            except (FileNotFoundError, ModuleNotFoundError) as err:
-                raise EvaluationError(str(err)) from err
-            real_i, status_i = self._features(self.real_eval, "real", inception, INCEPTION_PROTOCOL)
-            fake_i, _ = self._features(self.fake, "generated", inception, INCEPTION_PROTOCOL)
+            real_i, status_i = self._features(self.real_eval, "real", self.inception, INCEPTION_PROTOCOL)
+            fake_i, _ = self._features(self.fake, "generated", self.inception, INCEPTION_PROTOCOL)
             result["inception"] = {"value": fid_from_features(real_i, fake_i),
-                                   "weights": inception.weights_label,
+                                   "weights": self.inception.weights_label,
+                                   "published_weights": self.inception.is_published,
                                    "real_features_cache": status_i}  # fmt: skip
         return result
+
+    def _inception(self):
+        """The optional Inception-v3 FID network (``fid.inception=true``), or None."""
+        if "fid" not in self.names or not bool(_opt(self.cfg, "fid.inception", False)):
+            return None
+        from cxr_ldm.metrics.inception import InceptionFeatureExtractor
+
+        try:
+            return InceptionFeatureExtractor(_opt(self.cfg, "fid.inception_weights")).to(self.device)
+        except (FileNotFoundError, ModuleNotFoundError) as err:
+            raise EvaluationError(str(err)) from err
 
     def _kid(self) -> dict[str, Any]:
         real, status = self._features(self.real_eval, "real")
