@@ -18,11 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers ${run_id:})
 from cxr_ldm.utils.checkpoints import resolve_ckpt_path
 from cxr_ldm.utils.config_tree import print_config_tree
-from cxr_ldm.utils.distributed import fix_hydra_multirun_children, seed_ranks
+from cxr_ldm.utils.distributed import RankSeeds, fix_hydra_multirun_children
 from cxr_ldm.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from cxr_ldm.utils.slurm import default_ckpt_path, slurm_trainer_extras
 
 log = logging.getLogger(__name__)
+# MONAI imports optuna when it is installed (for hparams_search=), and optuna's alembic logs at INFO on import
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
@@ -40,11 +42,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     loggers = instantiate_loggers(cfg.get("logger"))
     # under SLURM: ranks from SLURM, a checkpoint and a requeue on the time-limit signal (utils/slurm.py)
     slurm_callbacks, plugins = slurm_trainer_extras(cfg.get("slurm"), output_dir / "checkpoints")
+    if cfg.get("seed") is not None:  # same initial weights on every rank, different random draws
+        callbacks.append(RankSeeds(cfg.seed))
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks + slurm_callbacks, logger=loggers or False, plugins=plugins or None
     )
-    seed_ranks(cfg.get("seed"), trainer)  # same initial weights on every rank, different random draws
-    fix_hydra_multirun_children(trainer)
+    fix_hydra_multirun_children(trainer)  # DDP children of a local multirun job run that job
 
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

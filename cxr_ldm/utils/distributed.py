@@ -2,13 +2,14 @@
 
 * Initial weights agree: every rank seeds with ``seed`` before building the model (DDP also broadcasts rank
   zero's parameters and buffers when it wraps the module).
-* Random draws differ: after the Trainer knows the ranks, rank ``r`` reseeds with ``seed + r``, so posterior
-  samples, diffusion noise, timesteps and report excerpts are independent across ranks instead of the same
-  numbers on every rank's shard. DataLoader workers derive their seeds from the process seed, their id and
-  the rank (Lightning's ``pl_worker_init_function``).
+* Random draws differ: Lightning reseeds every rank with the same ``PL_GLOBAL_SEED`` when it sets up the
+  process group (``reset_seed`` in ``DDPStrategy.setup_distributed``), which would give every rank the same
+  posterior samples, diffusion noise and timesteps for its different images. :class:`RankSeeds` reseeds
+  rank ``r`` with ``seed + r`` right after that (in ``setup``). DataLoader workers derive their seeds from
+  the process seed, their id and the rank (Lightning's ``pl_worker_init_function``), so report excerpts
+  differ too.
 * Data are sharded by Lightning's ``DistributedSampler`` (``use_distributed_sampler``). Its shuffling seed
-  is ``PL_GLOBAL_SEED``, which must stay the same on all ranks, or the shards overlap: the per-rank reseed
-  leaves it at ``seed``.
+  is ``PL_GLOBAL_SEED``, which must stay the same on all ranks, or the shards overlap: it stays ``seed``.
 """
 
 from __future__ import annotations
@@ -18,20 +19,28 @@ import os
 import sys
 
 import lightning as L
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 log = logging.getLogger(__name__)
 
 
-def seed_ranks(seed: int | None, trainer: Trainer) -> int | None:
-    """Reseed this process with ``seed + global_rank`` when training on several ranks; returns the seed used."""
-    if seed is None or trainer.world_size <= 1:
-        return seed
-    rank_seed = int(seed) + trainer.global_rank
-    L.seed_everything(rank_seed, workers=True, verbose=False)
-    os.environ["PL_GLOBAL_SEED"] = str(seed)  # DistributedSampler's shuffling seed: the same on every rank
-    log.info("rank %d of %d: random draws seeded with %d", trainer.global_rank, trainer.world_size, rank_seed)
-    return rank_seed
+class RankSeeds(Callback):
+    """Reseed rank ``r`` with ``seed + r`` once the ranks are known (no-op on a single process)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.world_size <= 1:
+            return
+        rank_seed = self.seed + trainer.global_rank
+        L.seed_everything(rank_seed, workers=True, verbose=False)
+        os.environ["PL_GLOBAL_SEED"] = str(
+            self.seed
+        )  # DistributedSampler's shuffling seed: the same everywhere
+        log.info(
+            "rank %d of %d: random draws seeded with %d", trainer.global_rank, trainer.world_size, rank_seed
+        )
 
 
 def fix_hydra_multirun_children(trainer: Trainer) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 
 from omegaconf import OmegaConf
@@ -13,6 +14,10 @@ def register_resolvers() -> None:
     # so a sweep and its jobs agree on the value, like ${now:}.
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
+    # The launch folder, usable before Hydra sets ${hydra:runtime.cwd} (a multirun resolves its sweep folder
+    # earlier than that); cached, so a sweep and its jobs agree.
+    if not OmegaConf.has_resolver("cwd"):
+        OmegaConf.register_new_resolver("cwd", os.getcwd, use_cache=True)
 
 
 register_resolvers()

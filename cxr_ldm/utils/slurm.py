@@ -21,6 +21,11 @@ cancellation: SLURM decides whether the job comes back), and every rank leaves w
 a ``SystemExit``: neither Hydra nor submitit records a result, so the submitting process keeps waiting for
 the requeued job. That job runs the same pickled Hydra job in the same run folder, and
 :func:`default_ckpt_path` turns ``ckpt_path=null`` into ``last`` there.
+
+SLURM signals every process of the job, helpers included: forked children (DataLoader workers,
+multiprocessing pools) ignore the time-limit signal and get the default ``SIGTERM`` action back
+(:func:`reset_signals_in_forked_children`), and once a signal arrived the main process stops PyTorch's
+``SIGCHLD`` check, so that workers killed by the ``SIGTERM`` which follows a requeue do not fail the job.
 """
 
 from __future__ import annotations
@@ -65,7 +70,9 @@ def default_ckpt_path(ckpt_path: str | None) -> str | None:
     ``checkpoints/last.ckpt`` is where it stopped. An explicit ``ckpt_path`` always wins.
     """
     if ckpt_path in (None, "") and in_slurm_job() and restart_count() > 0:
-        log.info("SLURM job restart %d: resuming this run's last checkpoint (ckpt_path=last)", restart_count())
+        log.info(
+            "SLURM job restart %d: resuming this run's last checkpoint (ckpt_path=last)", restart_count()
+        )
         return "last"
     return ckpt_path
 
@@ -150,6 +157,12 @@ class RequeueOnSignal(Callback):
             return
         code = _REQUEUE if signum == self.requeue_signal else _TERMINATE
         self._received = max(self._received, code)
+        # The job is ending: SLURM's SIGTERM (preemption, or the kill that follows a requeue) also reaches
+        # the DataLoader workers, and PyTorch's SIGCHLD handler would turn their deaths into a RuntimeError,
+        # i.e. a failed job in the middle of the checkpoint or the requeue.
+        if signal.SIGCHLD not in self._previous:
+            self._previous[signal.SIGCHLD] = signal.getsignal(signal.SIGCHLD)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         log.info("received %s: checkpoint after the current training batch", signal.Signals(signum).name)
 
     def _install(self, signum: signal.Signals) -> None:
@@ -163,23 +176,29 @@ class RequeueOnSignal(Callback):
         self._previous.clear()
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # before DataLoader workers fork, so that they inherit this handler (which ignores them) and not
-        # submitit's (which would requeue from inside a worker)
-        self._main_pid = os.getpid()
-        self._install(self.requeue_signal)
+        # before DataLoader workers fork: they must neither requeue (submitit's handler, inherited) nor die
+        # on the time-limit signal, which SLURM sends to every process of the job
+        reset_signals_in_forked_children(self.requeue_signal)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # after Lightning installed its SIGTERM handler (which would turn a preemption into a failure)
+        # after Lightning installed its SIGTERM handler (which would turn a preemption into a failure);
+        # Lightning puts its own originals back when fitting ends, ours are restored in on_train_end
+        self._main_pid = os.getpid()
+        self._install(self.requeue_signal)
         self._install(signal.SIGTERM)
         log.info(
-            "SLURM job %s (restart %d): on %s or SIGTERM, last.ckpt is written to %s",
-            slurm_job_id(), restart_count(), self.requeue_signal.name, self.dirpath,
+            "SLURM job %s (restart %d) trains from step %d; on %s or SIGTERM, last.ckpt is written to %s",
+            slurm_job_id(), restart_count(), trainer.global_step, self.requeue_signal.name, self.dirpath,
         )  # fmt: skip
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._restore()
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        # After the signal checkpoint the process is leaving: the handlers stay, so that the SIGTERM which
+        # follows a requeue neither reaches Lightning's handler nor (through PyTorch's SIGCHLD handler and the
+        # dying DataLoader workers) turns the exit into a failed job. Lightning's own teardown then restores
+        # what was there before fitting.
         if not self._exiting:
             self._restore()
 
@@ -193,6 +212,7 @@ class RequeueOnSignal(Callback):
         self._exiting = True
         if self.ckpt_path.is_symlink():  # ModelCheckpoint(save_last="link"): do not write through the link
             self.ckpt_path.unlink()
+        self._adopt_as_last(trainer)
         trainer.save_checkpoint(self.ckpt_path)  # every rank takes part; rank zero writes
         log.info("signal checkpoint written at step %d: %s", trainer.global_step, self.ckpt_path)
         requeued = False
@@ -203,12 +223,50 @@ class RequeueOnSignal(Callback):
                 requeued = requeue_job()
         raise JobInterrupted(0 if requeued or code == _TERMINATE else 1)
 
+    def _adopt_as_last(self, trainer: Trainer) -> None:
+        """Tell ModelCheckpoint that last.ckpt is its own (the state goes into the checkpoint being written).
+
+        Otherwise the resumed run's ModelCheckpoint, finding a last.ckpt it did not write, would save its
+        next one as last-v1.ckpt and ``ckpt_path=last`` would keep resuming the older file.
+        """
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+                if Path(callback.dirpath).resolve() == self.dirpath.resolve():
+                    callback.last_model_path = str(self.ckpt_path)
+
     def _agreed_signal(self, trainer: Trainer) -> int:
         """The strongest signal any rank received (all ranks call this after every training batch)."""
         if trainer.world_size == 1:
             return self._received
         flag = torch.tensor(self._received, device=trainer.strategy.root_device)
         return int(trainer.strategy.reduce(flag, reduce_op="max"))
+
+
+_FORK_HOOK: dict[str, Any] = {}
+
+
+def reset_signals_in_forked_children(requeue_signal: signal.Signals = signal.SIGUSR2) -> None:
+    """Forked children (multiprocessing pools, DataLoader workers) must not inherit the job's handlers.
+
+    submitit makes its tasks ignore ``SIGTERM`` (a logging handler). A ``multiprocessing.Pool`` forked from
+    such a task, e.g. the first-use phantom data generation, inherits that handler, so ``Pool.terminate()``
+    (the end of every ``with Pool()``) waits forever for workers that shrug off its ``SIGTERM``. In children
+    ``SIGTERM`` gets its default action back and the time-limit signal is ignored (the main process
+    handles it). Registered once per process.
+    """
+    _FORK_HOOK["signal"] = requeue_signal
+    if _FORK_HOOK.get("registered"):
+        return
+
+    def _child() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCONT, signal.SIG_DFL)  # submitit logs it
+        signal.signal(_FORK_HOOK["signal"], signal.SIG_IGN)
+
+    os.register_at_fork(after_in_child=_child)
+    _FORK_HOOK["registered"] = True
 
 
 def slurm_trainer_extras(cfg: Any, checkpoint_dir: str | Path) -> tuple[list[Callback], list[Any]]:
@@ -222,4 +280,5 @@ def slurm_trainer_extras(cfg: Any, checkpoint_dir: str | Path) -> tuple[list[Cal
 
     options = dict(cfg or {})
     callback = RequeueOnSignal(checkpoint_dir, **options)
+    reset_signals_in_forked_children(callback.requeue_signal)
     return [callback], [SLURMEnvironment(auto_requeue=False)]
