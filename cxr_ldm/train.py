@@ -60,6 +60,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
                 log.info("resuming from %s", ckpt_path)
             trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
             metrics.update(_as_floats(trainer.callback_metrics))
+            metrics.update(_best_scores(trainer))
         if cfg.get("test", False):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             if not best:
@@ -69,6 +70,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     finally:
         _finish_wandb()
     return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+def _best_scores(trainer: L.Trainer) -> dict[str, float]:
+    """``best/<monitor>``: the score of the checkpoint ModelCheckpoint kept (what a sweep should compare)."""
+    ckpt = trainer.checkpoint_callback
+    if ckpt is None or not getattr(ckpt, "monitor", None) or ckpt.best_model_score is None:
+        return {}
+    return {f"best/{ckpt.monitor}": float(ckpt.best_model_score)}
 
 
 def _as_floats(metrics: dict) -> dict[str, float]:
@@ -94,7 +103,8 @@ def metric_value(metrics: dict[str, float], name: str | None) -> float | None:
             f"optimized_metric={name} was not logged; logged metrics: {sorted(metrics)}. "
             f"Set optimized_metric to one of them."
         )
-    value = metrics[name]
+    # the kept (best) checkpoint's score when ModelCheckpoint monitors this metric, else the last value
+    value = metrics.get(f"best/{name}", metrics[name])
     log.info("optimized_metric %s = %s", name, value)
     return value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import hydra
@@ -116,6 +117,12 @@ def test_aekl_phantom_trains_saves_and_resumes(tmp_path, shared_data_dir):
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"resuming from {last}" in second.stdout + second.stderr
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 6
+    # the returned optimized_metric is the kept (best) checkpoint's score, not the last epoch's
+    returned = float(re.search(r"optimized_metric val/ms_ssim = ([0-9.eE+-]+)", second.stdout + second.stderr)[1])
+    state = torch.load(last, map_location="cpu", weights_only=False)["callbacks"]
+    best = next(v["best_model_score"] for k, v in state.items() if k.startswith("ModelCheckpoint"))
+    last_epoch = pd.read_csv(run_dir / "csv" / "metrics.csv")["val/ms_ssim"].dropna().iloc[-1]
+    assert returned == pytest.approx(float(best), rel=1e-6) and float(best) >= last_epoch - 1e-9
 
 
 def test_wandb_logger_runs_offline_with_no_login(tmp_path, shared_data_dir):
