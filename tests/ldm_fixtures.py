@@ -138,3 +138,14 @@ def trained_ldm_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_ae_ckpt: Pat
     trainer.save_checkpoint(path)
     ae_copy.unlink()
     return path
+
+
+@pytest.fixture(scope="session")
+def phantom32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Phantom studies prepared at 32 px (the tiny LDM's size); the prepared folder knows its ground truth."""
+    from cxr_ldm.data.bootstrap import ensure_phantom_prepared
+
+    root = tmp_path_factory.mktemp("phantom32")
+    return ensure_phantom_prepared(
+        root / "prepared", root / "raw", n_studies=120, raw_size=64, size=32, num_workers=1
+    )

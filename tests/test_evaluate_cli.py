@@ -16,7 +16,6 @@ from hydra import compose, initialize_config_dir
 from ldm_fixtures import CONF_DIR
 from PIL import Image
 
-from cxr_ldm.data.bootstrap import ensure_phantom_prepared
 from cxr_ldm.metrics.evaluation import EvaluationError, run_evaluation
 from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL
 
@@ -24,14 +23,6 @@ pytest_plugins = ["ldm_fixtures"]
 
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # 2 shared cores: one thread is much faster
 
-
-@pytest.fixture(scope="module")
-def phantom32(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Phantom studies prepared at 32 px (the tiny LDM's size); the prepared folder knows its ground truth."""
-    root = tmp_path_factory.mktemp("phantom32")
-    return ensure_phantom_prepared(
-        root / "prepared", root / "raw", n_studies=120, raw_size=64, size=32, num_workers=1
-    )
 
 
 @pytest.fixture()

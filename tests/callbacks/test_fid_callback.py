@@ -14,7 +14,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from cxr_ldm.callbacks.fid import FIDCallback
-from cxr_ldm.data.bootstrap import ensure_phantom_prepared
 from cxr_ldm.data.datamodule import CXRDataModule
 from cxr_ldm.metrics.features import XRVWeightsError
 from cxr_ldm.metrics.fid import fid_from_features
@@ -22,13 +21,6 @@ from cxr_ldm.models.sampling import generate
 
 pytest_plugins = ["ldm_fixtures"]
 
-
-@pytest.fixture(scope="module")
-def phantom32(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("phantom32")
-    return ensure_phantom_prepared(
-        root / "prepared", root / "raw", n_studies=120, raw_size=64, size=32, num_workers=1
-    )
 
 
 @pytest.fixture()
