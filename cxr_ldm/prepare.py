@@ -9,7 +9,7 @@ from cxr_ldm.data.preparation import prepare_dataset
 from cxr_ldm.utils.cli import require_options
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+@hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
     require_options(
         cfg,

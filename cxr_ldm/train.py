@@ -109,7 +109,7 @@ def metric_value(metrics: dict[str, float], name: str | None) -> float | None:
     return value
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics, _ = train(cfg)
     return metric_value(metrics, cfg.get("optimized_metric"))

@@ -17,7 +17,7 @@ from cxr_ldm.utils import resolvers  # noqa: F401
 from cxr_ldm.utils.checkpoints import resolve_ckpt_path
 from cxr_ldm.utils.loggers import resolve_wandb_offline
 
-EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (REPO / "cxr_ldm" / "conf" / "experiment").glob("*.yaml"))
 SMALL = [
     "data.phantom.n_studies=60", "data.image_size=32", "data.batch_size=8", "data.phantom.raw_size=64",
     "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "print_config=false",
@@ -25,7 +25,7 @@ SMALL = [
 
 
 def compose_train(overrides: list[str], tmp_path: Path):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "cxr_ldm" / "conf"), version_base="1.3"):
         return compose(
             config_name="train",
             overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out", *overrides],

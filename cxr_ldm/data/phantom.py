@@ -322,7 +322,7 @@ def load_ground_truth(out_dir: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"dicom_id": str})
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="phantom")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="phantom")
 def main(cfg: DictConfig) -> dict[str, Any]:
     require_options(cfg, {"out_dir": "the folder to write the phantom MIMIC-CXR-JPG tree into"},
                     "cxr_ldm.data.phantom")  # fmt: skip

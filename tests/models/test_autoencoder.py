@@ -23,7 +23,7 @@ from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
 from cxr_ldm.models.autoencoder import MS_SSIM_BETAS, AutoencoderKLModule, ms_ssim_settings
 from cxr_ldm.models.losses import adversarial_factor, kl_divergence
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "cxr_ldm" / "conf"
 
 pytestmark = pytest.mark.usefixtures("offline_torch_home")  # an empty torch cache; downloads are errors
 

@@ -23,7 +23,7 @@ from cxr_ldm.models.text_encoder import (
 from cxr_ldm.tokenization import EOT_TOKEN, SOT_TOKEN, tokenize
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-CONF = Path(__file__).resolve().parents[2] / "conf" / "text_encoder"
+CONF = Path(__file__).resolve().parents[2] / "cxr_ldm" / "conf" / "text_encoder"
 PROMPTS = ["Large right pleural effusion.", "", "No acute cardiopulmonary process. Heart size normal."]
 
 
