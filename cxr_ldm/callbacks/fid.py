@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from cxr_ldm.callbacks.schedule import validation_epoch_due
 from cxr_ldm.metrics.adherence import PhantomJudge, expected_matrix, score_against_labels
 from cxr_ldm.metrics.features import XRVFeatureExtractor
 from cxr_ldm.metrics.fid import fid_from_features, kid_from_features
@@ -83,7 +84,8 @@ class FIDCallback(Callback):
                 )
 
     def _due(self, trainer: Trainer) -> bool:
-        return not trainer.sanity_checking and trainer.current_epoch % self.every_n_epochs == 0
+        # the first validation epoch and every n epochs after it, on the epochs Lightning validates
+        return validation_epoch_due(trainer, self.every_n_epochs, from_first=True)
 
     # ------------------------------------------------------------------ the fixed sample
     def _reference(self, trainer: Trainer, device: torch.device) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from cxr_ldm.callbacks.image_logging import image_dir, write_and_log_grid
+from cxr_ldm.callbacks.schedule import validation_epoch_due
 from cxr_ldm.utils.images import image_grid
 
 
@@ -49,7 +50,7 @@ class ReconstructionGridCallback(Callback):
         self._images: torch.Tensor | None = None
 
     def _active(self, trainer: Trainer) -> bool:
-        return not trainer.sanity_checking and trainer.current_epoch % self.every_n_epochs == 0
+        return validation_epoch_due(trainer, self.every_n_epochs, from_first=True)
 
     def on_validation_batch_end(
         self,

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from cxr_ldm.callbacks.image_logging import image_dir, write_and_log_grid
+from cxr_ldm.callbacks.schedule import validation_epoch_due
 from cxr_ldm.models.sampling import generate
 from cxr_ldm.utils.images import image_grid
 
@@ -49,8 +50,11 @@ class SampleGridCallback(Callback):
         self.sampler = sampler
         self.batch_size = batch_size
 
+    def _due(self, trainer: Trainer) -> bool:
+        return validation_epoch_due(trainer, self.every_n_epochs)  # every n epochs done, on validation epochs
+
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if not self._due(trainer):
             return
         out_dir = image_dir(trainer, "samples")  # a collective under DDP: every rank must get here
         if not trainer.is_global_zero:
