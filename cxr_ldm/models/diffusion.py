@@ -31,9 +31,11 @@ from lightning.pytorch import LightningModule
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 
+from cxr_ldm.models.components import SCHEDULE_KEYS, LDMComponents
 from cxr_ldm.models.ema import EMA
 from cxr_ldm.models.text_encoder import build_text_encoder
 from cxr_ldm.tokenization import tokenize
+from cxr_ldm.utils.rng import RNG_KEY, checkpoint_rng_states, restore_checkpoint_rng_states
 
 # Reference noise schedule (DESIGN.md): DDPM 1000 steps, scaled-linear betas 0.0015..0.0205, v-prediction.
 DEFAULT_SCHEDULER: dict[str, Any] = {
@@ -225,6 +227,25 @@ class LatentDiffusionModule(LightningModule):
             raise RuntimeError("latent shape unknown: set model.image_size or train on at least one batch")
         return shape  # type: ignore[return-value]
 
+    def components(self) -> LDMComponents:
+        """This module's networks as pipeline components (shared, not copied): the EMA UNet when EMA is on."""
+        self._require_autoencoder()
+        self._require_scale_factor()
+        return LDMComponents(
+            autoencoder=self.autoencoder,
+            unet=self.sampling_unet,
+            text_encoder=self.text_encoder,
+            schedule={k: self.hparams.scheduler[k] for k in SCHEDULE_KEYS if k in self.hparams.scheduler},
+            scale_factor=float(self.scale_factor),
+            latent_shape=self.latent_shape,
+            configs={
+                "autoencoder": dict(self.hparams.autoencoder_arch),
+                "unet": dict(self.hparams.unet),
+                "text_encoder": dict(self.hparams.text_encoder),
+            },
+            source={"kind": "module", "ema": self.ema is not None},
+        )
+
     @property
     def prediction_type(self) -> str:
         return self.hparams.scheduler["prediction_type"]
@@ -393,10 +414,21 @@ class LatentDiffusionModule(LightningModule):
 
     # ------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Pretrained text-encoder weights stay in their own file (never saved twice)."""
+        """Pretrained text-encoder weights stay in their own file (never saved twice); every rank's RNG states
+        go in, so that a resumed run draws each rank's own noise and timesteps (utils/rng.py)."""
         if not self.text_encoder.persist_weights:
             for key in [k for k in checkpoint["state_dict"] if k.startswith("text_encoder.")]:
                 del checkpoint["state_dict"][key]
+        checkpoint[RNG_KEY] = checkpoint_rng_states(self._trainer)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # applied in on_train_start: only when fitting resumes, after the sanity check
+        self._rng_states_to_restore = checkpoint.get(RNG_KEY)
+
+    def on_train_start(self) -> None:
+        if getattr(self, "_rng_states_to_restore", None) is not None:
+            restore_checkpoint_rng_states(self._rng_states_to_restore, self.trainer)
+            self._rng_states_to_restore = None
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Accept checkpoints without the (file-loaded) pretrained text-encoder weights."""

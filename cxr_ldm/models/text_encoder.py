@@ -9,6 +9,9 @@ Two ways to get weights, never a silent random tower:
 * pretrained (``model_name`` + ``weights_path`` or the Hugging Face cache): read from a local open_clip
   checkpoint; these weights are *not* stored in the LDM checkpoint (``persist_weights`` is False), they are
   read again from the same file when the LDM is loaded;
+* a transformers ``CLIPTextModel`` folder given as ``weights_path`` (Stable Diffusion 2.1's ``text_encoder/``,
+  as the released MONAI bundle uses it): its shape comes from the folder's ``config.json`` and the context is
+  its ``last_hidden_state`` (the folder already ends at SD's penultimate layer), read through ``clip_folder.py``;
 * ``seed``: a small random tower for tests and CPU demos, fixed by the seed; its weights *are* stored in
   the LDM checkpoint so a trained model samples the same way later.
 
@@ -25,6 +28,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from cxr_ldm.models.clip_folder import clip_text_folder, read_clip_text_config, read_clip_text_state
 
 # Files of an open_clip checkpoint on the Hugging Face hub, preferred first (open_clip's own order).
 HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -53,6 +58,7 @@ def _build_text_tower(model_name: str | None, text_cfg: Mapping[str, Any] | None
         embed_dim = model_cfg["embed_dim"]
         quick_gelu = bool(model_cfg.get("quick_gelu", False))
     cfg.update(dict(text_cfg or {}))
+    quick_gelu = bool(cfg.pop("quick_gelu", quick_gelu))
     embed_dim = cfg.pop("embed_dim", embed_dim) or cfg.get("width", CLIPTextCfg.width)
     if cfg.get("hf_model_name"):
         raise ValueError(
@@ -78,10 +84,13 @@ def find_weights(
         path = Path(weights_path).expanduser()
         if path.is_file():
             return path
+        if clip_text_folder(path) is not None:
+            return clip_text_folder(path)
         raise TextEncoderWeightsNotFound(
             f"text encoder weights not found at weights_path={str(path)!r}. Put the open_clip checkpoint there "
-            f"(e.g. {HF_WEIGHT_FILES[1]} or {HF_WEIGHT_FILES[0]} from https://huggingface.co/{hf_hub_id or '<repo>'})"
-            " or fix text_encoder.weights_path."
+            f"(e.g. {HF_WEIGHT_FILES[1]} or {HF_WEIGHT_FILES[0]} from https://huggingface.co/{hf_hub_id or '<repo>'}),"
+            " or give a transformers CLIPTextModel folder (config.json + model.safetensors, e.g. the text_encoder/ "
+            "folder of https://huggingface.co/stabilityai/stable-diffusion-2-1-base), or fix text_encoder.weights_path."
         )
     if hf_hub_id is None:
         raise TextEncoderWeightsNotFound(
@@ -166,17 +175,28 @@ class FrozenOpenCLIPTextEncoder(nn.Module):
         pretrained = seed is None
         if not pretrained and weights_path is not None:
             raise ValueError("give either `seed` (random tower) or `weights_path` (pretrained), not both")
-        if model_name is None and not text_cfg:
+        folder = clip_text_folder(weights_path) if weights_path is not None and pretrained else None
+        if model_name is None and not text_cfg and folder is None:
             raise ValueError("the text encoder needs `model_name` (open_clip config) or `text_cfg`")
         # Locate the file first: a missing file must fail before a 354M-parameter tower is allocated.
         path = find_weights(weights_path, hf_hub_id, allow_download, cache_dir) if pretrained else None
+        folder_state = None
+        if path is not None and path.is_dir():
+            # transformers CLIPTextModel folder: its config fixes the shape, its last layer is the context
+            text_cfg, model_name, layer = read_clip_text_config(path), None, "last"
+            try:
+                folder_state = read_clip_text_state(path, int(text_cfg["layers"]))
+            except KeyError as err:
+                raise RuntimeError(f"{path} is not a CLIPTextModel folder: weight {err} is missing") from err
 
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
             self.tower = _build_text_tower(model_name, text_cfg)
-        if path is not None:
-            self._load_weights(path)
+        if folder_state is not None:
+            self._check_and_load(folder_state, path)
+        elif path is not None:
+            self._check_and_load(load_text_state_dict(path), path)
 
         self.layer = layer
         self.weights_source = str(path) if path is not None else f"random(seed={seed})"
@@ -193,8 +213,7 @@ class FrozenOpenCLIPTextEncoder(nn.Module):
     def context_length(self) -> int:
         return int(self.tower.context_length)
 
-    def _load_weights(self, path: Path) -> None:
-        state = load_text_state_dict(path)
+    def _check_and_load(self, state: dict[str, torch.Tensor], path: Path) -> None:
         expected = self.tower.state_dict()
         state.pop("text_projection", None)  # pooled projection, unused for per-token states
         missing = sorted(set(expected) - set(state))
@@ -237,3 +256,20 @@ def build_text_encoder(config: Mapping[str, Any]) -> FrozenOpenCLIPTextEncoder:
     """The text encoder from a plain config dict (``conf/text_encoder/*.yaml``); ``name`` is only a label."""
     kwargs = {k: v for k, v in dict(config).items() if k != "name"}
     return FrozenOpenCLIPTextEncoder(**kwargs)
+
+
+def sd21_text_encoder_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Config of Stable Diffusion 2.1's text encoder read from ``path``.
+
+    A transformers ``CLIPTextModel`` folder (SD 2.1's ``text_encoder/``, or the SD root holding it) is read as it
+    is; a file is taken as the open_clip ViT-H-14 checkpoint (``open_clip_pytorch_model.bin``), read at the
+    penultimate block. A path that is neither raises ``TextEncoderWeightsNotFound`` naming it.
+    """
+    resolved = Path(path).expanduser()
+    folder = clip_text_folder(resolved)
+    if folder is not None:
+        return {"name": "sd21", "weights_path": str(folder.resolve())}
+    if resolved.is_file():
+        return {"name": "sd21", "model_name": "ViT-H-14", "weights_path": str(resolved.resolve()), "layer": "penultimate"}
+    find_weights(resolved, "laion/CLIP-ViT-H-14-laion2B-s32B-b79K")  # raises with the message users need
+    raise AssertionError("unreachable")
