@@ -58,28 +58,33 @@ def main(cfg: DictConfig) -> None:
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    aekl = _train("aekl", "aekl_phantom", out, cfg, list(cfg.aekl_overrides))
-    ldm = _train("ldm", "ldm_phantom", out, cfg, [f"model.autoencoder_ckpt={aekl}", *cfg.ldm_overrides])
+    sampling = [f"sampling.{k}={v}" for k, v in cfg.sampling.items() if v is not None]
+    if cfg.get("model"):
+        model, trained = str(Path(str(cfg.model)).expanduser()), None
+    else:
+        aekl = _train("aekl", "aekl_phantom", out, cfg, list(cfg.aekl_overrides))
+        ldm = _train("ldm", "ldm_phantom", out, cfg, [f"model.autoencoder_ckpt={aekl}", *cfg.ldm_overrides])
+        model, trained = str(ldm), (aekl, ldm)
     samples = out / "samples"
     prompts = json.dumps(OmegaConf.to_container(cfg.prompts))
+    text = [f"text_encoder={cfg.text_encoder}"] if cfg.get("text_encoder") else []
     _run(
-        ["-m", "cxr_ldm.sample", f"ckpt={ldm}", f"prompts={prompts}", f"n_per_prompt={cfg.n_per_prompt}",
-         f"steps={cfg.steps}", f"sampler={cfg.sampler}", f"guidance_scale={cfg.guidance_scale}",
-         f"seed={cfg.seed}", f"out_dir={samples}"],
+        ["-m", "cxr_ldm.sample", f"model={model}", *text, f"prompts={prompts}", f"n_per_prompt={cfg.n_per_prompt}",
+         *sampling, f"out_dir={samples}"],
         "sample",
     )  # fmt: skip
     minutes = (time.perf_counter() - start) / 60
-    print(
-        f"\ndemo finished in {minutes:.1f} min\n"
-        f"  phantom data:       {out / 'data'}\n"
-        f"  stage-1 checkpoint: {aekl}\n"
-        f"  stage-2 checkpoint: {ldm}\n"
-        f"  samples:            {samples} (samples.json lists file, prompt, seed, guidance, steps, sampler)\n"
-        f"  training logs:      {out / 'runs'}\n"
-        f"sample again with: python -m cxr_ldm.sample ckpt={ldm} prompts='[\"Small left pleural effusion.\"]' "
-        f"out_dir={out / 'more_samples'}"
-    )
-
+    lines = [f"\ndemo finished in {minutes:.1f} min"]
+    if trained is not None:
+        lines += [f"  phantom data:       {out / 'data'}", f"  stage-1 checkpoint: {trained[0]}",
+                  f"  stage-2 checkpoint: {trained[1]}", f"  training logs:      {out / 'runs'}"]  # fmt: skip
+    lines += [
+        f"  samples:            {samples} (samples.json lists file, prompt, seed and sampling settings)",
+        f"sample again with: python -m cxr_ldm.sample model={model} prompts='[\"Small left pleural effusion.\"]' "
+        f"out_dir={out / 'more_samples'}",
+        f"export it with:    python -m cxr_ldm.export ckpt={model} out_dir={out / 'exported'}",
+    ]
+    print("\n".join(lines))
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ FID) but a consistent one, which is what choosing between epochs needs; report f
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from cxr_ldm.metrics.adherence import PhantomJudge, expected_matrix, score_again
 from cxr_ldm.metrics.features import XRVFeatureExtractor
 from cxr_ldm.metrics.fid import fid_from_features, kid_from_features
 from cxr_ldm.metrics.sources import phantom_raw_dir, phantom_raw_size
-from cxr_ldm.models.sampling import generate
+from cxr_ldm.pipelines import CXRLDMPipeline
+from cxr_ldm.pipelines.settings import SamplingSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,7 @@ class FIDCallback(Callback):
         self,
         every_n_epochs: int = 5,
         n_samples: int = 64,
-        steps: int = 20,
-        guidance_scale: float = 7.0,
-        sampler: str = "ddim",
-        seed: int = 0,
+        sampling: Mapping[str, Any] | None = None,
         batch_size: int = 16,
         xrv_weights: str | None = None,
         allow_random_xrv: bool = False,
@@ -57,10 +56,7 @@ class FIDCallback(Callback):
             raise ValueError(f"adherence must be 'auto', true or false, got {adherence!r}")
         self.every_n_epochs = every_n_epochs
         self.n_samples = n_samples
-        self.steps = steps
-        self.guidance_scale = guidance_scale
-        self.sampler = sampler
-        self.seed = seed
+        self.sampling = SamplingSettings.from_config(sampling, prefix="fid.sampling")
         self.batch_size = batch_size
         self.xrv_weights = xrv_weights
         self.allow_random_xrv = allow_random_xrv
@@ -151,12 +147,9 @@ class FIDCallback(Callback):
         """The metrics of the current weights (called on the global-zero rank)."""
         device = pl_module.device
         real = self._reference(trainer, device)
-        seeds = [self.seed + k for k in range(len(real["texts"]))]
-        images = generate(
-            pl_module, real["texts"], seeds, guidance_scale=self.guidance_scale,
-            num_inference_steps=self.steps,
-            sampler=self.sampler, batch_size=self.batch_size, progress=False,
-        )  # fmt: skip
+        seeds = [self.sampling.seed + k for k in range(len(real["texts"]))]
+        pipe = CXRLDMPipeline.from_module(pl_module)
+        images = pipe(real["texts"], seeds=seeds, progress=False, **self.sampling.call_kwargs())
         fake = self._extract(images, device)
         values = {
             "fid": fid_from_features(real["features"], fake),

@@ -7,14 +7,16 @@ successive epochs show the same noise developing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from cxr_ldm.callbacks.image_logging import image_dir, write_and_log_grid
 from cxr_ldm.callbacks.schedule import validation_epoch_due
-from cxr_ldm.models.sampling import generate
+from cxr_ldm.pipelines import CXRLDMPipeline
+from cxr_ldm.pipelines.settings import SamplingSettings
 from cxr_ldm.utils.images import image_grid
 
 
@@ -22,7 +24,8 @@ class SampleGridCallback(Callback):
     """Every ``every_n_epochs`` validation epochs: ``n_per_prompt`` samples of each prompt, one row per prompt.
 
     Writes ``<log_dir>/samples/epoch_XXXX.png`` (rank 0 only) and logs the grid to TensorBoard / wandb loggers.
-    Image ``j`` of prompt ``i`` always uses seed ``seed + i * n_per_prompt + j``.
+    Image ``j`` of prompt ``i`` always uses seed ``sampling.seed + i * n_per_prompt + j``; ``sampling`` holds the
+    knobs of ``conf/sampling`` (None values: the model's defaults).
     """
 
     def __init__(
@@ -30,11 +33,7 @@ class SampleGridCallback(Callback):
         prompts: Sequence[str],
         every_n_epochs: int = 1,
         n_per_prompt: int = 2,
-        steps: int = 20,
-        guidance_scale: float = 7.0,
-        seed: int = 0,
-        sampler: str = "ddim",
-        batch_size: int = 8,
+        sampling: Mapping[str, Any] | None = None,
     ) -> None:
         prompts = [str(p) for p in prompts]
         if not prompts:
@@ -44,11 +43,7 @@ class SampleGridCallback(Callback):
         self.prompts = prompts
         self.every_n_epochs = every_n_epochs
         self.n_per_prompt = n_per_prompt
-        self.steps = steps
-        self.guidance_scale = guidance_scale
-        self.seed = seed
-        self.sampler = sampler
-        self.batch_size = batch_size
+        self.sampling = SamplingSettings.from_config(sampling, prefix="sample_grid.sampling")
 
     def _due(self, trainer: Trainer) -> bool:
         return validation_epoch_due(trainer, self.every_n_epochs)  # every n epochs done, on validation epochs
@@ -62,17 +57,9 @@ class SampleGridCallback(Callback):
         if not torch.isfinite(pl_module.scale_factor):
             return  # scale_factor="auto" not measured yet: nothing meaningful to decode
         prompts = [p for p in self.prompts for _ in range(self.n_per_prompt)]
-        seeds = [self.seed + k for k in range(len(prompts))]
-        images = generate(
-            pl_module,
-            prompts,
-            seeds,
-            guidance_scale=self.guidance_scale,
-            num_inference_steps=self.steps,
-            sampler=self.sampler,
-            batch_size=self.batch_size,
-            progress=False,
-        )
+        seeds = [self.sampling.seed + k for k in range(len(prompts))]
+        pipe = CXRLDMPipeline.from_module(pl_module)
+        images = pipe(prompts, seeds=seeds, progress=False, **self.sampling.call_kwargs())
         grid = image_grid(images, nrow=self.n_per_prompt)
         caption = " | ".join(self.prompts)
         write_and_log_grid(trainer, grid, out_dir, "samples", upload=True, caption=caption)

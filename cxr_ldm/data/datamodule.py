@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from cxr_ldm.data.bootstrap import ensure_phantom_prepared
 from cxr_ldm.data.dataset import PreparedSplit
 from cxr_ldm.data.excerpts import ExcerptSampler
+from cxr_ldm.data.latent_cache import SHARD_SIZE, LatentStore, ensure_latent_cache
 from cxr_ldm.tokenization import CONTEXT_LENGTH
 
 
@@ -21,6 +22,12 @@ class CXRDataModule(LightningDataModule):
     ``text`` (the excerpt, "" for the unconditional share), ``dicom_id``. Training excerpts are random;
     validation and test excerpts are fixed by ``seed``. ``phantom`` (a dict of
     :func:`~cxr_ldm.data.bootstrap.ensure_phantom_prepared` arguments) builds the data on first use.
+
+    ``latent_cache`` (stage 2 only): batches carry the frozen autoencoder's cached posterior ``z_mu`` /
+    ``z_sigma`` [B, C, h, w] float32 instead of ``image`` (validation and test batches keep ``image`` too, for
+    callbacks that compare with real images). The cache (``cxr_ldm.data.latent_cache``) is built on first use
+    by the trainer's ranks with the LightningModule's own autoencoder, when the dataloaders are requested
+    (after a resumed checkpoint is restored), under ``latent_cache_dir`` (default ``<data_dir>/latent_cache``).
     """
 
     def __init__(
@@ -40,8 +47,17 @@ class CXRDataModule(LightningDataModule):
         seed: int = 0,
         drop_last: bool = True,
         phantom: dict[str, Any] | None = None,
+        latent_cache: bool = False,
+        latent_cache_dir: str | None = None,
+        latent_cache_shard_size: int = SHARD_SIZE,
     ) -> None:
         super().__init__()
+        if latent_cache and (augment or {}).get("enabled", False):
+            raise ValueError(
+                "data.latent_cache=true and data.augment.enabled=true exclude each other: the cache holds one "
+                "encoding per image, augmentation needs a new one every step. Set data.augment.enabled=false "
+                "to train on cached latents, or data.latent_cache=false to augment."
+            )
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
         self.excerpt = ExcerptSampler(min_sentences, max_sentences, p_uncond)
@@ -74,10 +90,45 @@ class CXRDataModule(LightningDataModule):
         if stage in (None, "test"):
             self._split("test", train=False)
 
+    def _latents(self, name: str) -> LatentStore:
+        """The split's cached posterior under the attached stage-2 module's autoencoder (built if missing)."""
+        trainer = self.trainer
+        module = trainer.lightning_module if trainer is not None else None
+        if module is None or not (hasattr(module, "encode_latents") and hasattr(module, "autoencoder")):
+            kind = type(module).__name__ if module is not None else "no LightningModule"
+            raise RuntimeError(
+                f"data.latent_cache=true caches the latents of a stage-2 model's frozen autoencoder, but this "
+                f"run trains {kind}: use it with a LatentDiffusionModule (e.g. experiment=ldm), or set "
+                "data.latent_cache=false"
+            )
+        require = getattr(module, "_require_autoencoder", None)
+        if require is not None:
+            require()
+        return ensure_latent_cache(
+            self.data_dir,
+            name,
+            self.hparams.image_size,
+            module.autoencoder,
+            arch=getattr(module.hparams, "autoencoder_arch", None),
+            cache_dir=self.hparams.latent_cache_dir,
+            shard_size=self.hparams.latent_cache_shard_size,
+            device=trainer.strategy.root_device,
+            rank=trainer.global_rank,
+            world_size=trainer.world_size,
+            barrier=trainer.strategy.barrier,
+            batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
+            num_workers=self.hparams.num_workers,
+            progress=trainer.is_global_zero,
+        )
+
     def _loader(self, name: str, train: bool) -> DataLoader:
         workers = self.hparams.num_workers
+        split = self._split(name, train)
+        if self.hparams.latent_cache and split.latents is None:
+            split.latents = self._latents(name)
+            split.keep_images = not train
         return DataLoader(
-            self._split(name, train),
+            split,
             batch_size=self.hparams.batch_size if train else (self.hparams.eval_batch_size or self.hparams.batch_size),
             shuffle=train,
             drop_last=train and self.hparams.drop_last,

@@ -1,9 +1,14 @@
-"""One split of a prepared folder as a torch Dataset of ``{"image", "tokens", "text", ...}`` dicts."""
+"""One split of a prepared folder as a torch Dataset of ``{"image", "tokens", "text", ...}`` dicts.
+
+With a latent cache attached (``latents``), items carry the cached posterior ``z_mu``/``z_sigma`` instead of
+the image (``keep_images`` keeps the image too, for validation callbacks that need real images).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -15,6 +20,9 @@ from torchvision.transforms.v2 import functional as F
 
 from cxr_ldm.data.excerpts import ExcerptSampler
 from cxr_ldm.tokenization import CONTEXT_LENGTH, tokenize, warm_up
+
+if TYPE_CHECKING:
+    from cxr_ldm.data.latent_cache import LatentStore
 
 
 def load_image(path: str | Path, image_size: int) -> torch.Tensor:
@@ -64,6 +72,8 @@ class PreparedSplit(Dataset):
         self.seed = seed
         self.context_length = context_length
         self.augment = _build_augment(augment or {})
+        self.latents: LatentStore | None = None  # set by the DataModule when data.latent_cache=true
+        self.keep_images = False
         warm_up(context_length)  # load tokenizer and image plugins before workers fork
         Image.preinit()
         Image.init()
@@ -73,17 +83,18 @@ class PreparedSplit(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         row = self.frame.iloc[index]
-        image = load_image(self.data_dir / row["image"], self.image_size)
-        if self.augment is not None:
-            image = self.augment(image)
+        item: dict = {}
+        if self.latents is not None:
+            item["z_mu"], item["z_sigma"] = self.latents[index]
+        if self.latents is None or self.keep_images:
+            image = load_image(self.data_dir / row["image"], self.image_size)
+            if self.augment is not None:
+                image = self.augment(image)
+            item["image"] = image
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index) if self.deterministic else None
         text = self.excerpt(self.sentences[index], generator=generator)
-        return {
-            "image": image,
-            "tokens": tokenize(text, self.context_length)[0],
-            "text": text,
-            "dicom_id": row["dicom_id"],
-        }
+        item.update(tokens=tokenize(text, self.context_length)[0], text=text, dicom_id=row["dicom_id"])
+        return item
 
 
 def _build_augment(cfg: dict):

@@ -1,7 +1,7 @@
 """The evaluation run behind ``python -m cxr_ldm.evaluate``: inputs checked first, then one metric at a time.
 
 Options are checked before anything slow happens (missing inputs, missing or random torchxrayvision
-weights), generated images are sampled into ``out_dir/samples`` through the shared ``generate`` and then read
+weights), generated images are sampled into ``out_dir/samples`` through the pipeline and then read
 back like any folder, and ``metrics.json`` is rewritten after every metric, so a long run that fails late
 keeps what it measured.
 """
@@ -31,12 +31,10 @@ from cxr_ldm.metrics.adherence import (
 from cxr_ldm.metrics.feature_cache import FeatureCache
 from cxr_ldm.metrics.features import FEATURE_PROTOCOL, XRV_WEIGHTS, XRVFeatureExtractor, extract_features
 from cxr_ldm.metrics.fid import fid_from_features, kid_from_features
-from cxr_ldm.metrics.generated import sample_to_folder
 from cxr_ldm.metrics.memorization import memorization_report
 from cxr_ldm.metrics.msssim import ms_ssim_per_image, pairwise_ms_ssim, psnr_per_image
 from cxr_ldm.metrics.report import format_table
 from cxr_ldm.metrics.sources import (
-    SAMPLES_FILE,
     ImageSet,
     folder_set,
     image_batches,
@@ -45,6 +43,13 @@ from cxr_ldm.metrics.sources import (
     split_set,
 )
 from cxr_ldm.models.autoencoder import ms_ssim_settings
+from cxr_ldm.models.components import ModelLoadError
+from cxr_ldm.models.loading import existing_path, model_kind, read_components
+from cxr_ldm.pipelines import CXRLDMPipeline
+from cxr_ldm.pipelines.prompts import PromptError, collect_prompts
+from cxr_ldm.pipelines.sample_folder import SAMPLES_FILE, sample_to_folder
+from cxr_ldm.pipelines.settings import SamplingSettings
+from cxr_ldm.utils.devices import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +80,14 @@ class Evaluation:
     """One configured evaluation; :meth:`run` computes the metrics and returns (and writes) them."""
 
     def __init__(self, cfg: DictConfig) -> None:
-        from cxr_ldm.sample import resolve_device
-
         self.cfg = cfg
         self.names = self._metric_names()
         self.out_dir = Path(str(cfg.out_dir)).expanduser()
-        self.device = resolve_device(str(_opt(cfg, "device", "auto")))
+        try:
+            self.device = resolve_device(str(_opt(cfg, "device", "auto")))
+            self.sampling = SamplingSettings.from_config(_opt(cfg, "sampling"))
+        except ValueError as err:
+            raise EvaluationError(str(err)) from err
         self.progress = bool(_opt(cfg, "progress", True))
         self.seed = int(_opt(cfg, "seed", 0))
         self.batch_size = int(_opt(cfg, "batch_size", 32))
@@ -88,7 +95,8 @@ class Evaluation:
         self.cache_dir = _path(_opt(cfg, "cache_dir"))
         self.cache = FeatureCache(self.cache_dir / "features" if self.cache_dir else None)
         self.data_dir = _path(_opt(cfg, "data_dir"))
-        self.ldm_ckpt = _path(_opt(cfg, "ldm_ckpt"))
+        # model= (a checkpoint, an exported folder or the MONAI bundle); ldm_ckpt= is its older name
+        self.model_path = _path(_opt(cfg, "model") or _opt(cfg, "ldm_ckpt"))
         self.fake_dir = _path(_opt(cfg, "fake_dir"))
         self.real = self._real_set()
         self.texts = self._text_set()
@@ -152,22 +160,20 @@ class Evaluation:
     def _check_inputs(self) -> None:
         names = set(self.names)
         wanted = sorted(names & NEEDS_GENERATED, key=self.names.index)
-        if wanted and not (self.ldm_ckpt or self.fake_dir):
+        if wanted and not (self.model_path or self.fake_dir):
             raise EvaluationError(
-                f"{', '.join(wanted)} need generated images: give ldm_ckpt=STAGE2.ckpt (samples are "
-                "generated first) or fake_dir=FOLDER"
+                f"{', '.join(wanted)} need generated images: give model=PATH (an ldm.ckpt, an exported folder or "
+                "the MONAI bundle; samples are generated first) or fake_dir=FOLDER"
             )
-        if self.ldm_ckpt and self.fake_dir:
-            raise EvaluationError(
-                "give either ldm_ckpt= (sample now) or fake_dir= (already generated), not both"
-            )
+        if self.model_path and self.fake_dir:
+            raise EvaluationError("give either model= (sample now) or fake_dir= (already generated), not both")
         wanted = sorted(names & NEEDS_REAL, key=self.names.index)
         if wanted and self.real is None:
             raise EvaluationError(
                 f"{', '.join(wanted)} need real images: give data_dir=PREPARED_DIR or real_dir=FOLDER"
             )
-        if "recon" in names and not (_opt(self.cfg, "ae_ckpt") or self.ldm_ckpt):
-            raise EvaluationError("recon needs a stage-1 checkpoint: give ae_ckpt=STAGE1.ckpt (or ldm_ckpt=)")
+        if "recon" in names and not (_opt(self.cfg, "ae_ckpt") or self.model_path):
+            raise EvaluationError("recon needs a stage-1 checkpoint: give ae_ckpt=STAGE1.ckpt (or model=)")
         if "memorization" in names and not (self.data_dir or _opt(self.cfg, "train_dir")):
             raise EvaluationError(
                 "memorization needs training images: give data_dir= (its train split) or train_dir="
@@ -192,11 +198,15 @@ class Evaluation:
                 f"adherence needs each generated image's prompt: {self.fake_dir} has no {SAMPLES_FILE} "
                 "(written by cxr_ldm.sample and cxr_ldm.evaluate)"
             )
-        for key in ("ldm_ckpt", "ae_ckpt"):
-            path = _path(_opt(self.cfg, key))
-            if path is not None and not path.is_file():
-                raise EvaluationError(f"{key}={str(path)!r} does not exist")
-        if self.ldm_ckpt and NEEDS_GENERATED & names and not self._has_prompt_list():
+        ae_ckpt = _path(_opt(self.cfg, "ae_ckpt"))
+        if ae_ckpt is not None and not ae_ckpt.is_file():
+            raise EvaluationError(f"ae_ckpt={str(ae_ckpt)!r} does not exist")
+        if self.model_path is not None:
+            try:
+                model_kind(existing_path(self.model_path))
+            except ModelLoadError as err:
+                raise EvaluationError(str(err)) from err
+        if self.model_path and NEEDS_GENERATED & names and not self._has_prompt_list():
             if self.texts is None or self.texts.sentences is None:
                 raise EvaluationError(
                     "sampling needs prompts: give sampling.prompts=[...] or sampling.prompts_file=FILE, or "
@@ -217,13 +227,11 @@ class Evaluation:
 
     def _prompts(self, n: int) -> tuple[list[str], str]:
         if self._has_prompt_list():
-            from cxr_ldm.sample import SampleConfigError, collect_prompts
-
             try:
                 listed = collect_prompts(
-                    _opt(self.cfg, "sampling.prompts"), _opt(self.cfg, "sampling.prompts_file")
+                    _opt(self.cfg, "sampling.prompts"), _opt(self.cfg, "sampling.prompts_file"), "sampling.prompts"
                 )
-            except SampleConfigError as err:
+            except PromptError as err:
                 raise EvaluationError(str(err)) from err
             return [listed[k % len(listed)] for k in range(n)], f"list of {len(listed)} prompts, cycled"
         assert self.texts is not None
@@ -245,26 +253,22 @@ class Evaluation:
                     "n_unique": len(set(fake.seeds)),
                 }
             return fake
-        from cxr_ldm.models.diffusion import LatentDiffusionModule
-
-        s = lambda key, default=None: _opt(self.cfg, f"sampling.{key}", default)  # noqa: E731
-        n, seed = int(s("n", 1000)), int(s("seed", 0))
+        n = int(_opt(self.cfg, "sampling.n", 1000))
         prompts, source = self._prompts(n)
-        seeds = [seed + k for k in range(n)]
-        model = LatentDiffusionModule.load_from_checkpoint(str(self.ldm_ckpt), map_location="cpu")
-        model = model.to(self.device).eval()
-        folder = sample_to_folder(
-            model, prompts, seeds, self.out_dir / "samples", guidance_scale=float(s("guidance_scale", 7.0)),
-            steps=int(s("steps", 50)), sampler=str(s("sampler", "ddim")), eta=float(s("eta", 0.0)),
-            batch_size=int(s("batch_size", 16)), ckpt=str(self.ldm_ckpt.resolve()), progress=self.progress,
-        )  # fmt: skip
-        del model
+        seeds = [self.sampling.seed + k for k in range(n)]
+        try:
+            pipe = CXRLDMPipeline.load(self.model_path, text_encoder=_opt(self.cfg, "text_encoder")).to(self.device)
+        except (ModelLoadError, FileNotFoundError) as err:
+            raise EvaluationError(str(err)) from err
+        folder = self.out_dir / "samples"
+        manifest = sample_to_folder(pipe, prompts, seeds, folder, self.sampling, model=str(self.model_path.resolve()),
+                                    progress=self.progress)  # fmt: skip
+        del pipe
         self.samples = {
-            "source": "ldm_ckpt", "ldm_ckpt": str(self.ldm_ckpt.resolve()), "folder": str(folder), "n": n,
-            "seed": seed, "prompts": source,
-            "seeds": {"first": seeds[0], "last": seeds[-1], "rule": f"image k uses seed {seed} + k"},
-            "guidance_scale": float(s("guidance_scale", 7.0)), "steps": int(s("steps", 50)),
-            "sampler": str(s("sampler", "ddim")), "eta": float(s("eta", 0.0)),
+            "source": "model", "model": str(self.model_path.resolve()), "folder": str(folder), "n": n,
+            "seed": self.sampling.seed, "prompts": source,
+            "seeds": {"first": seeds[0], "last": seeds[-1], "rule": f"image k uses seed {self.sampling.seed} + k"},
+            **manifest["settings"],
         }  # fmt: skip
         return folder_set(folder, name="generated")
 
@@ -355,11 +359,12 @@ class Evaluation:
                 .eval()
             )
             return module.reconstruct, str(ae_ckpt.resolve())
-        from cxr_ldm.models.diffusion import LatentDiffusionModule
-
-        ldm = LatentDiffusionModule.load_from_checkpoint(str(self.ldm_ckpt), map_location="cpu")
-        autoencoder = ldm.autoencoder.to(self.device).eval()
-        return autoencoder.reconstruct, f"{self.ldm_ckpt.resolve()} (its autoencoder)"
+        try:
+            autoencoder = read_components(self.model_path, need_text_encoder=False).autoencoder
+        except ModelLoadError as err:
+            raise EvaluationError(str(err)) from err
+        autoencoder = autoencoder.to(self.device).eval()
+        return autoencoder.reconstruct, f"{self.model_path.resolve()} (its autoencoder)"
 
     def _diversity(self) -> dict[str, Any]:
         n = int(_opt(self.cfg, "diversity.n", 1000))

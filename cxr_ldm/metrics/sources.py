@@ -24,11 +24,11 @@ from cxr_ldm.data.dataset import load_image
 from cxr_ldm.data.excerpts import ExcerptSampler
 from cxr_ldm.data.mimic import image_relpath
 from cxr_ldm.data.phantom import FINDING_COLUMNS, GROUND_TRUTH_FILE, load_ground_truth
+from cxr_ldm.pipelines.sample_folder import SAMPLES_FILE, read_samples
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-SAMPLES_FILE = "samples.json"
 
 
 def _digest(items: list[Any]) -> str:
@@ -86,7 +86,7 @@ def folder_set(folder: str | Path, name: str | None = None) -> ImageSet:
     manifest = folder / SAMPLES_FILE
     prompts = seeds = None
     if manifest.is_file():
-        records = json.loads(manifest.read_text(encoding="utf-8"))["images"]
+        records = read_samples(folder)["images"]
         paths = [folder / r["file"] for r in records]
         prompts = [str(r.get("prompt", "")) for r in records]
         seeds = [int(r["seed"]) if r.get("seed") is not None else -1 for r in records]

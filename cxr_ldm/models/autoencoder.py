@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -21,6 +19,7 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 
 from cxr_ldm.models.losses import adversarial_factor, kl_divergence, least_squares_adversarial_loss
 from cxr_ldm.models.perceptual import build_perceptual_loss
+from cxr_ldm.utils.rng import RNG_KEY, checkpoint_rng_states, resume_rng_states
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
 
@@ -88,33 +87,6 @@ def _plain(config: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
 
 def _no_closure() -> None:
     return None
-
-
-_RNG_KEY = "cxr_ldm_rng_states"
-
-
-def _collect_rng_states() -> dict[str, Any]:
-    """Global RNG states as tensors and primitives (checkpoints must load with ``weights_only=True``)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
-        "python": (version, list(internal), gauss),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _restore_rng_states(states: Mapping[str, Any]) -> None:
-    torch.set_rng_state(states["torch"].cpu())
-    kind, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
 
 
 def _require_unused_parameter_detection(strategy: Strategy) -> None:
@@ -244,17 +216,18 @@ class AutoencoderKLModule(LightningModule):
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[_RNG_KEY] = _collect_rng_states()
+        checkpoint[RNG_KEY] = checkpoint_rng_states(self._trainer)  # every rank's (utils/rng.py)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # applied in on_train_start, i.e. only when fitting resumes (never by load_from_checkpoint) and after
-        # the sanity check, so that the resumed run draws the same latent noise as an uninterrupted one
-        self._rng_states_to_restore = checkpoint.get(_RNG_KEY)
+        # applied in on_fit_start, i.e. only when fitting resumes (never by load_from_checkpoint), so that the
+        # resumed run draws the same latent noise as an uninterrupted one
+        self._rng_states_to_restore = checkpoint.get(RNG_KEY)
+
+    def on_fit_start(self) -> None:
+        resume_rng_states(self)  # this rank's own, before the first training batch is drawn
 
     def on_train_start(self) -> None:
-        if self._rng_states_to_restore is not None:
-            _restore_rng_states(self._rng_states_to_restore)
-            self._rng_states_to_restore = None
+        resume_rng_states(self)
 
     # --------------------------------------------------------------- training
     def adversarial_factor(self) -> float:

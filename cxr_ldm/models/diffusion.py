@@ -33,9 +33,10 @@ from monai.networks.schedulers import DDPMScheduler
 
 from cxr_ldm.models.components import SCHEDULE_KEYS, LDMComponents
 from cxr_ldm.models.ema import EMA
+from cxr_ldm.models.loading import read_components
 from cxr_ldm.models.text_encoder import build_text_encoder
 from cxr_ldm.tokenization import tokenize
-from cxr_ldm.utils.rng import RNG_KEY, checkpoint_rng_states, restore_checkpoint_rng_states
+from cxr_ldm.utils.rng import RNG_KEY, checkpoint_rng_states, resume_rng_states
 
 # Reference noise schedule (DESIGN.md): DDPM 1000 steps, scaled-linear betas 0.0015..0.0205, v-prediction.
 DEFAULT_SCHEDULER: dict[str, Any] = {
@@ -123,6 +124,9 @@ class LatentDiffusionModule(LightningModule):
             ``min(decay, (1 + n) / (10 + n))``.
         val_seed: seed of the fixed posterior noise, diffusion noise and timesteps of each validation batch
             (so ``val/loss`` is comparable between epochs).
+        init_from: an exported folder or the MONAI bundle to fine-tune from: its autoencoder, UNet (architecture
+            and weights), noise schedule and scale factor replace ``autoencoder_ckpt``, ``unet``, ``scheduler`` and
+            ``scale_factor``; the text encoder stays as configured (it must be the one the model was trained with).
         autoencoder_arch: written by the module itself; when set the AE is built from it and its weights come
             from the LDM checkpoint instead of ``autoencoder_ckpt``. Do not set it by hand.
     """
@@ -141,6 +145,7 @@ class LatentDiffusionModule(LightningModule):
         ema_warmup: bool = True,
         val_seed: int = 0,
         autoencoder_arch: Mapping[str, Any] | None = None,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self._optimizer_factory = optimizer if callable(optimizer) else None
@@ -149,10 +154,19 @@ class LatentDiffusionModule(LightningModule):
         optimizer = to_plain(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER)
         image_size = to_plain(image_size)
         autoencoder_state = None
+        unet_state = None
+        if init_from is not None and autoencoder_arch is None:
+            # fine-tuning: the folder's autoencoder, UNet (architecture and weights), schedule and scale factor
+            start = read_components(init_from, need_text_encoder=False)
+            autoencoder_arch, autoencoder_state = start.configs["autoencoder"], start.autoencoder.state_dict()
+            unet, unet_state = dict(start.configs["unet"]), start.unet.state_dict()
+            scheduler = {**scheduler, **start.schedule}
+            scale_factor = start.scale_factor
         if autoencoder_arch is None:
             if autoencoder_ckpt is None:
                 raise ValueError(
-                    "LatentDiffusionModule needs the stage-1 checkpoint: set model.autoencoder_ckpt"
+                    "LatentDiffusionModule needs the stage-1 checkpoint: set model.autoencoder_ckpt=AEKL.ckpt, "
+                    "or model.init_from=DIR (an exported model or the MONAI bundle) to fine-tune from its weights"
                 )
             autoencoder_arch, autoencoder_state = read_autoencoder_checkpoint(autoencoder_ckpt)
         autoencoder_arch = to_plain(autoencoder_arch)
@@ -170,6 +184,8 @@ class LatentDiffusionModule(LightningModule):
         self.text_encoder = build_text_encoder(text_encoder)
         self._check_shapes(unet, autoencoder_arch)
         self.unet = DiffusionModelUNet(**unet)
+        if unet_state is not None:
+            self.unet.load_state_dict(unet_state)
         self.noise_scheduler = DDPMScheduler(**scheduler)
         self.ema = EMA(self.unet, ema_decay, ema_warmup) if ema_decay is not None else None
 
@@ -422,13 +438,13 @@ class LatentDiffusionModule(LightningModule):
         checkpoint[RNG_KEY] = checkpoint_rng_states(self._trainer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # applied in on_train_start: only when fitting resumes, after the sanity check
-        self._rng_states_to_restore = checkpoint.get(RNG_KEY)
+        self._rng_states_to_restore = checkpoint.get(RNG_KEY)  # applied only when fitting resumes
+
+    def on_fit_start(self) -> None:
+        resume_rng_states(self)
 
     def on_train_start(self) -> None:
-        if getattr(self, "_rng_states_to_restore", None) is not None:
-            restore_checkpoint_rng_states(self._rng_states_to_restore, self.trainer)
-            self._rng_states_to_restore = None
+        resume_rng_states(self)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Accept checkpoints without the (file-loaded) pretrained text-encoder weights."""

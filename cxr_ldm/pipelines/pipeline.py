@@ -23,8 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from cxr_ldm.models.components import LDMComponents, ModelLoadError, read_ldm_checkpoint
-from cxr_ldm.models.exported import is_exported_folder, read_exported, write_exported
-from cxr_ldm.models.monai_bundle import SD21_TEXT_ENCODER_HINT, is_monai_bundle, read_monai_bundle
+from cxr_ldm.models.exported import read_exported, write_exported
+from cxr_ldm.models.loading import existing_path, read_components
+from cxr_ldm.models.monai_bundle import SD21_TEXT_ENCODER_HINT, read_monai_bundle
 from cxr_ldm.pipelines.schedulers import SAMPLERS, make_sampler
 from cxr_ldm.tokenization import count_tokens, tokenize
 
@@ -41,8 +42,9 @@ class CXRLDMPipeline:
         if components.text_encoder is None:
             raise ModelLoadError(f"the model has no text encoder: give {SD21_TEXT_ENCODER_HINT}")
         self.components = components
-        self.autoencoder = components.autoencoder.requires_grad_(False).eval()
-        self.unet = components.unet.requires_grad_(False).eval()
+        # the networks may be a training module's own (from_module): sampling never changes their grad flags
+        self.autoencoder = components.autoencoder
+        self.unet = components.unet
         self.text_encoder = components.text_encoder
         self.schedule = dict(components.schedule)
         self.scale_factor = float(components.scale_factor)
@@ -60,34 +62,24 @@ class CXRLDMPipeline:
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> CXRLDMPipeline:
         """A stage-2 ``ldm.ckpt`` of this project (its EMA UNet when it has one)."""
-        return cls(read_ldm_checkpoint(_existing(path, "checkpoint")))
+        return cls(read_ldm_checkpoint(existing_path(path, "checkpoint")))
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> CXRLDMPipeline:
         """A folder written by ``save_pretrained`` / ``python -m cxr_ldm.export`` (JSON and safetensors only)."""
-        return cls(read_exported(_existing(folder, "exported folder")))
+        return cls(read_exported(existing_path(folder, "exported folder")))
 
     @classmethod
     def from_monai_bundle(cls, bundle_dir: str | Path, text_encoder: str | Path | None = None) -> CXRLDMPipeline:
         """The MONAI model zoo's ``cxr_image_synthesis_latent_diffusion_model`` with SD 2.1's text encoder."""
         if text_encoder is None:
             raise ModelLoadError(f"the MONAI bundle needs its text encoder: give {SD21_TEXT_ENCODER_HINT}")
-        return cls(read_monai_bundle(_existing(bundle_dir, "MONAI bundle"), text_encoder))
+        return cls(read_monai_bundle(existing_path(bundle_dir, "MONAI bundle"), text_encoder))
 
     @classmethod
     def load(cls, path: str | Path, text_encoder: str | Path | None = None) -> CXRLDMPipeline:
-        """Whatever ``path`` holds: a ``.ckpt`` file, an exported folder or a MONAI bundle."""
-        resolved = _existing(path, "model")
-        if resolved.is_file():
-            return cls.from_checkpoint(resolved)
-        if is_exported_folder(resolved):
-            return cls.from_pretrained(resolved)
-        if is_monai_bundle(resolved):
-            return cls.from_monai_bundle(resolved, text_encoder)
-        raise ModelLoadError(
-            f"model={str(resolved)!r} is a folder of neither known kind: expected an exported model "
-            "(model_index.json) or a MONAI bundle (configs/inference.json); a trained checkpoint is a .ckpt file"
-        )
+        """Whatever ``path`` holds: a ``.ckpt`` file, an exported folder or a MONAI bundle (for the CLIs)."""
+        return cls(read_components(path, text_encoder))
 
     @classmethod
     def from_module(cls, module: Any) -> CXRLDMPipeline:
@@ -225,18 +217,16 @@ class CXRLDMPipeline:
         step_seeds = [int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(s + 2**40))) for s in seeds]
 
         probe = make_sampler(sampler, self.schedule, steps, self.timestep_spacing, eta)
-        bsz = int(batch_size)
-        chunks = [range(i, min(i + bsz, len(prompts))) for i in range(0, len(prompts), bsz)]
-        images = []
-        with tqdm(total=len(chunks) * len(probe.timesteps), desc=f"sampling ({sampler}, {steps} steps)", unit="step", disable=not progress) as bar:
-            for idx in chunks:
-                images.append(
-                    self._sample_batch(
-                        [prompts[i] for i in idx], noise[idx.start : idx.stop], [step_seeds[i] for i in idx],
-                        scale, steps, sampler, eta, bar,
-                    )
-                )  # fmt: skip
-        result = torch.cat(images)
+        networks = (self.autoencoder, self.unet)
+        modes = [net.training for net in networks]
+        for net in networks:
+            net.eval()
+        try:
+            result = self._sample_all(prompts, noise, step_seeds, scale, steps, sampler, eta, int(batch_size),
+                                      len(probe.timesteps), progress)  # fmt: skip
+        finally:
+            for net, mode in zip(networks, modes, strict=True):
+                net.train(mode)
         if output_type == "np":
             return result.numpy().astype(np.float32)
         if output_type == "pil":
@@ -246,24 +236,19 @@ class CXRLDMPipeline:
             return [Image.fromarray(a, mode="L") for a in arrays]
         return result
 
-    def settings(self, **overrides: Any) -> dict[str, Any]:
-        """The effective sampling settings for a call with ``overrides`` (None means the default)."""
-        return {
-            "sampler": overrides.get("sampler") or self.default_sampler,
-            "num_inference_steps": int(overrides.get("num_inference_steps") or self.default_num_inference_steps),
-            "guidance_scale": float(
-                self.default_guidance_scale if overrides.get("guidance_scale") is None else overrides["guidance_scale"]
-            ),
-            "timestep_spacing": self.timestep_spacing,
-            "eta": float(overrides.get("eta") or 0.0),
-        }
-
-
-def _existing(path: str | Path, what: str) -> Path:
-    resolved = Path(str(path)).expanduser()
-    if not resolved.exists():
-        raise ModelLoadError(
-            f"{what} not found: {str(resolved)!r} (give a trained ldm.ckpt, a folder from `python -m cxr_ldm.export`, "
-            "or the MONAI bundle folder cxr_image_synthesis_latent_diffusion_model)"
-        )
-    return resolved
+    def _sample_all(
+        self, prompts: list[str], noise: torch.Tensor, step_seeds: list[int], scale: float, steps: int,
+        sampler: str, eta: float, bsz: int, steps_per_batch: int, progress: bool,
+    ) -> torch.Tensor:  # fmt: skip
+        chunks = [range(i, min(i + bsz, len(prompts))) for i in range(0, len(prompts), bsz)]
+        images = []
+        with tqdm(total=len(chunks) * steps_per_batch, desc=f"sampling ({sampler}, {steps} steps)", unit="step",
+                  disable=not progress) as bar:  # fmt: skip
+            for idx in chunks:
+                images.append(
+                    self._sample_batch(
+                        [prompts[i] for i in idx], noise[idx.start : idx.stop], [step_seeds[i] for i in idx],
+                        scale, steps, sampler, eta, bar,
+                    )
+                )  # fmt: skip
+        return torch.cat(images)

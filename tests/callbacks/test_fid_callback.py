@@ -17,7 +17,7 @@ from cxr_ldm.callbacks.fid import FIDCallback
 from cxr_ldm.data.datamodule import CXRDataModule
 from cxr_ldm.metrics.features import XRVWeightsError
 from cxr_ldm.metrics.fid import fid_from_features
-from cxr_ldm.models.sampling import generate
+from cxr_ldm.pipelines import CXRLDMPipeline
 
 pytest_plugins = ["ldm_fixtures"]
 
@@ -41,7 +41,7 @@ def test_logged_every_k_epochs_equal_to_a_direct_computation_and_monitorable(
 ):
     model = build_ldm(tiny_ae_ckpt, scale_factor=0.5, image_size=32)
     callback = FIDCallback(
-        every_n_epochs=2, n_samples=4, steps=2, batch_size=4, seed=10, allow_random_xrv=True,
+        every_n_epochs=2, n_samples=4, sampling={"steps": 2, "seed": 10}, batch_size=4, allow_random_xrv=True,
         cache_dir=str(tmp_path / "cache"), phantom_classifier={"n_train": 128, "n_val": 32, "epochs": 1},
     )  # fmt: skip
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/fid", mode="min", save_top_k=1)
@@ -63,8 +63,8 @@ def test_logged_every_k_epochs_equal_to_a_direct_computation_and_monitorable(
     # the epoch-2 value: FID of the first 4 validation images against their prompts' samples (seeds 10-13),
     # with the weights the run ended with (no training step follows the last validation)
     batch = next(iter(dm.val_dataloader()))
-    images = generate(model, list(batch["text"]), [10, 11, 12, 13], guidance_scale=7.0, num_inference_steps=2,
-                      progress=False)  # fmt: skip
+    images = CXRLDMPipeline.from_module(model)(list(batch["text"]), seeds=[10, 11, 12, 13], guidance_scale=7.0,
+                                               num_inference_steps=2, progress=False)  # fmt: skip
     expected = fid_from_features(
         callback.extractor(batch["image"]).numpy(), callback.extractor(images).numpy()
     )

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
 from cxr_ldm.callbacks.sample_grid import SampleGridCallback
-from cxr_ldm.models.sampling import generate
+from cxr_ldm.pipelines import CXRLDMPipeline
 from cxr_ldm.utils.images import image_grid
 
 pytest_plugins = ["ldm_fixtures"]
@@ -25,7 +25,7 @@ def test_grid_png_and_tensorboard_image(tmp_path: Path, tiny_ae_ckpt: Path):
 
     model = build_ldm(tiny_ae_ckpt, scale_factor=0.5)
     callback = SampleGridCallback(
-        PROMPTS, every_n_epochs=1, n_per_prompt=2, steps=2, guidance_scale=7.0, seed=3
+        PROMPTS, every_n_epochs=1, n_per_prompt=2, sampling={"steps": 2, "guidance_scale": 7.0, "seed": 3}
     )
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     trainer = quiet_trainer(
@@ -47,8 +47,8 @@ def test_grid_png_and_tensorboard_image(tmp_path: Path, tiny_ae_ckpt: Path):
         written = np.asarray(png)
     # the same images regenerated from the prompts and seeds 3..8 (image j of prompt i: seed 3 + 2 i + j)
     prompts = [p for p in PROMPTS for _ in range(2)]
-    images = generate(
-        model, prompts, list(range(3, 9)), guidance_scale=7.0, num_inference_steps=2, progress=False
+    images = CXRLDMPipeline.from_module(model)(
+        prompts, seeds=list(range(3, 9)), guidance_scale=7.0, num_inference_steps=2, progress=False
     )
     expected = image_grid(images, nrow=2)
     assert np.abs(written.astype(int) - expected.astype(int)).max() <= 1
@@ -62,7 +62,7 @@ def test_grid_png_and_tensorboard_image(tmp_path: Path, tiny_ae_ckpt: Path):
 
 def test_samples_only_every_n_epochs(tmp_path: Path, tiny_ae_ckpt: Path):
     model = build_ldm(tiny_ae_ckpt, scale_factor=0.5)
-    callback = SampleGridCallback(PROMPTS[:1], every_n_epochs=2, n_per_prompt=1, steps=1)
+    callback = SampleGridCallback(PROMPTS[:1], every_n_epochs=2, n_per_prompt=1, sampling={"steps": 1})
     trainer = quiet_trainer(
         tmp_path,
         max_epochs=1,

@@ -121,7 +121,7 @@ def test_fid_is_logged_and_monitorable_when_validation_is_every_second_epoch(
     (validation at epoch 1, FID at epochs 0, 2, ...) and ModelCheckpoint(monitor="val/fid") failed."""
     torch.set_num_threads(1)
     model = build_ldm(tiny_ae_ckpt, scale_factor=0.5, image_size=32)
-    callback = FIDCallback(every_n_epochs=2, n_samples=4, steps=1, batch_size=4, allow_random_xrv=True,
+    callback = FIDCallback(every_n_epochs=2, n_samples=4, sampling={"steps": 1}, batch_size=4, allow_random_xrv=True,
                            adherence=False)  # fmt: skip
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/fid", mode="min", save_top_k=1)
     logger = CSVLogger(str(tmp_path), name="csv")

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from cxr_ldm.models.diffusion import LatentDiffusionModule, read_autoencoder_checkpoint
 from cxr_ldm.models.ema import EMA, ema_decay_at
-from cxr_ldm.models.sampling import generate
+from cxr_ldm.pipelines import CXRLDMPipeline
 from cxr_ldm.tokenization import tokenize
 
 pytest_plugins = ["ldm_fixtures"]
@@ -185,8 +185,9 @@ def test_checkpoint_is_self_contained_and_samples_identically(trained_ldm_ckpt: 
     assert all(torch.equal(state[k], v) for k, v in ckpt["state_dict"].items())
     assert loaded.latent_shape == (3, 8, 8) and torch.isfinite(loaded.scale_factor)
     kwargs = {"guidance_scale": 3.0, "num_inference_steps": 3, "progress": False}
-    a = generate(loaded, ["Moderate cardiomegaly.", "Large right pleural effusion."], [1, 2], **kwargs)
-    b = generate(again, ["Moderate cardiomegaly.", "Large right pleural effusion."], [1, 2], **kwargs)
+    prompts = ["Moderate cardiomegaly.", "Large right pleural effusion."]
+    a = CXRLDMPipeline.from_module(loaded)(prompts, seeds=[1, 2], **kwargs)
+    b = CXRLDMPipeline.from_module(again)(prompts, seeds=[1, 2], **kwargs)
     assert torch.equal(a, b)
 
 

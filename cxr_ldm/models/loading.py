@@ -1,0 +1,48 @@
+"""One entry for every kind of model path: a trained ``.ckpt``, an exported folder or the MONAI bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cxr_ldm.models.components import LDMComponents, ModelLoadError, read_ldm_checkpoint
+from cxr_ldm.models.exported import is_exported_folder, read_exported
+from cxr_ldm.models.monai_bundle import SD21_TEXT_ENCODER_HINT, is_monai_bundle, read_monai_bundle
+
+KINDS = "a trained ldm.ckpt, a folder from `python -m cxr_ldm.export`, or the MONAI bundle folder"
+
+
+def existing_path(path: str | Path, what: str = "model") -> Path:
+    resolved = Path(str(path)).expanduser()
+    if not resolved.exists():
+        raise ModelLoadError(f"{what} not found: {str(resolved)!r} (give {KINDS})")
+    return resolved
+
+
+def model_kind(path: Path) -> str:
+    """``checkpoint``, ``exported`` or ``monai_bundle``; a folder of another kind is a clear error."""
+    if path.is_file():
+        return "checkpoint"
+    if is_exported_folder(path):
+        return "exported"
+    if is_monai_bundle(path):
+        return "monai_bundle"
+    raise ModelLoadError(
+        f"model={str(path)!r} is a folder of neither known kind: expected an exported model (model_index.json) or "
+        "a MONAI bundle (configs/inference.json); a trained checkpoint is a .ckpt file"
+    )
+
+
+def read_components(
+    path: str | Path, text_encoder: str | Path | None = None, need_text_encoder: bool = True
+) -> LDMComponents:
+    """Components of whatever ``path`` holds. A bundle takes its text encoder from ``text_encoder``;
+    ``need_text_encoder=False`` skips it (fine-tuning builds the text encoder from its own config)."""
+    resolved = existing_path(path)
+    kind = model_kind(resolved)
+    if kind == "checkpoint":
+        return read_ldm_checkpoint(resolved)
+    if kind == "exported":
+        return read_exported(resolved, with_text_encoder=need_text_encoder)
+    if need_text_encoder and text_encoder is None:
+        raise ModelLoadError(f"the MONAI bundle needs its text encoder: give {SD21_TEXT_ENCODER_HINT}")
+    return read_monai_bundle(resolved, text_encoder if need_text_encoder else None)
