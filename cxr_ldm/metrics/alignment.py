@@ -75,9 +75,9 @@ def _hi_ml():
 def _fix_text() -> str:
     return (
         f"Download it once where the hub is reachable (`hf download {BIOVIL_T_REPO} --revision v1.0`, into "
-        "the Hugging Face cache, or with `--local-dir DIR`) and pass alignment.weights=DIR, or allow the "
-        "download (alignment.download=true). Nothing is downloaded automatically. For plumbing tests only, "
-        "alignment.allow_random=true uses random weights (the scores are then meaningless)."
+        "the Hugging Face cache, or with `--local-dir DIR`) and pass alignment_weights=DIR, or allow the "
+        "download (alignment_download=true). Nothing is downloaded automatically. For plumbing tests only, "
+        "allow_random_alignment=true uses random weights (the scores are then meaningless)."
     )
 
 
@@ -105,7 +105,7 @@ def find_biovil_t_folder(
     """``weights_dir`` (must be complete), else the Hugging Face cache's snapshot of BioViL-T (``v1.0``, else
     ``main``; downloaded first only with ``allow_download``); ``None`` when not cached."""
     if weights_dir:
-        return _check_folder(Path(weights_dir).expanduser(), f"alignment weights {str(weights_dir)!r}")
+        return _check_folder(Path(weights_dir).expanduser(), f"alignment_weights={str(weights_dir)!r}")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -190,7 +190,7 @@ class BioViLTAlignment(nn.Module):
             if not allow_random:
                 where = cache_dir or "the Hugging Face cache ($HF_HUB_CACHE, default ~/.cache/huggingface/hub)"
                 raise AlignmentWeightsError(
-                    f"BioViL-T weights not found: no alignment weights folder given and {BIOVIL_T_REPO} is not "
+                    f"BioViL-T weights not found: no alignment_weights=DIR given and {BIOVIL_T_REPO} is not "
                     f"in {where}. " + _fix_text()
                 )
             log.warning("BioViL-T with RANDOM weights: alignment scores are for plumbing tests only")

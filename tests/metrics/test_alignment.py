@@ -133,7 +133,7 @@ def test_missing_and_incomplete_folders(tmp_path: Path, biovil_folder: Path):
         (half / name).write_bytes((biovil_folder / name).read_bytes())
     with pytest.raises(AlignmentWeightsError, match=f"lacks {IMAGE_WEIGHTS}, model.safetensors or pytorch_model.bin"):
         BioViLTAlignment.load(half)
-    with pytest.raises(AlignmentWeightsError, match=r"BioViL-T weights not found.*alignment.allow_random=true"):
+    with pytest.raises(AlignmentWeightsError, match=r"BioViL-T weights not found.*allow_random_alignment=true"):
         BioViLTAlignment.load(cache_dir=tmp_path / "empty_hub")
 
 
