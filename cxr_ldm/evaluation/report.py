@@ -422,3 +422,26 @@ def write_report(
     tmp.replace(report)
     written["report"] = report
     return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cxr_ldm.evaluation.report RUN [--sweep RUN ...] [--out DIR]``: (re)write a run's report,
+    e.g. after a ``-m sampling.guidance_scale=...`` sweep, whose job folders each hold a ``metrics.json``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cxr_ldm.evaluation.report", description=main.__doc__)
+    parser.add_argument("run", help="a metrics.json, or the folder holding it")
+    parser.add_argument("--sweep", nargs="+", default=None, help="metrics.json files or folders of a sweep")
+    parser.add_argument("--out", default=None, help="where report.md goes (default: the run's folder)")
+    args = parser.parse_args(argv)
+    (metrics,) = load_metrics([args.run])
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run if run.is_dir() else run.parent)
+    sweep = load_metrics(args.sweep) if args.sweep else None
+    written = write_report(metrics, out, sweep=sweep)
+    print(written["report"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -162,3 +162,17 @@ def test_sweep_points_and_loading(tmp_path: Path):
         sweep_points(loaded)
     with pytest.raises(FileNotFoundError, match="expected a metrics.json"):
         load_metrics([tmp_path / "missing"])
+
+
+def test_command_line_rewrites_a_report_with_a_sweep(tmp_path: Path, capsys):
+    import json
+
+    from cxr_ldm.evaluation.report import main
+
+    for g in (2.0, 7.0):
+        (tmp_path / f"g{g:g}").mkdir()
+        (tmp_path / f"g{g:g}" / "metrics.json").write_text(json.dumps(_metrics(g, 80 + g, g / 20), default=float))
+    assert main([str(tmp_path / "g7"), "--sweep", str(tmp_path / "g2"), str(tmp_path / "g7")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "g7" / "report.md")
+    text = (tmp_path / "g7" / "report.md").read_text()
+    assert "| 2 | 82.00 | RAD-DINO | 0.1000 |" in text and (tmp_path / "g7" / "figures" / "guidance_sweep.png").is_file()
