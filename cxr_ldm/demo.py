@@ -52,7 +52,7 @@ def _train(stage: str, experiment: str, out: Path, cfg: DictConfig, extra: list[
     return target
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="demo")
+@hydra.main(version_base="1.3", config_path="conf/inference", config_name="demo")
 def main(cfg: DictConfig) -> None:
     require_options(cfg, {"out_dir": "folder for data, checkpoints and samples"}, "cxr_ldm.demo")
     out = Path(cfg.out_dir).resolve()

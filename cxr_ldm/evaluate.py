@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from cxr_ldm.utils.cli import require_options, run_command
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="conf/inference", config_name="evaluate")
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     require_options(cfg, {"out_dir": "the folder to write metrics.json (and generated samples) into"},
                     "cxr_ldm.evaluate")  # fmt: skip

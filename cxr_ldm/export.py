@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+@hydra.main(version_base="1.3", config_path="conf/inference", config_name="export")
 def main(cfg: DictConfig) -> None:
     require_options(cfg, {"ckpt": "the trained ldm.ckpt to export", "out_dir": "the folder to write"},
                     "cxr_ldm.export")  # fmt: skip

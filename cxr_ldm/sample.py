@@ -93,7 +93,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return manifest
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="sample")
+@hydra.main(version_base="1.3", config_path="conf/inference", config_name="sample")
 def main(cfg: DictConfig) -> None:
     run_command(run, cfg)
 

@@ -25,6 +25,7 @@ from cxr_ldm.tokenization import tokenize
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "cxr_ldm" / "conf"
+INFERENCE_CONF_DIR = CONF_DIR / "inference"  # sample, evaluate, demo, export (their model= is no group)
 IMAGE_SIZE = 32
 AE_ARCH = dict(TINY_AUTOENCODER)
 TINY_TEXT_CFG = {"width": 64, "heads": 4, "layers": 3}  # conf/text_encoder/tiny.yaml

@@ -16,7 +16,7 @@ TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_
 
 def test_demo_end_to_end_and_resume(tmp_path):
     out = tmp_path / "demo"
-    args = [f"out_dir={out}", "n_studies=40", "image_size=32", "n_per_prompt=2", "steps=3",
+    args = [f"out_dir={out}", "n_studies=40", "image_size=32", "n_per_prompt=2", "sampling.steps=3",
             f"aekl_overrides={json.dumps(TINY)}", f"ldm_overrides={json.dumps(TINY)}"]  # fmt: skip
     proc = run_module("cxr_ldm.demo", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

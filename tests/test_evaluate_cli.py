@@ -13,7 +13,7 @@ import torch
 import torchxrayvision as xrv
 from helpers import run_module
 from hydra import compose, initialize_config_dir
-from ldm_fixtures import CONF_DIR
+from ldm_fixtures import INFERENCE_CONF_DIR
 from PIL import Image
 
 from cxr_ldm.metrics.evaluation import EvaluationError, run_evaluation
@@ -54,7 +54,7 @@ def test_every_metric_end_to_end_then_reuse_samples_and_cached_features(
     out, cache = tmp_path / "eval", tmp_path / "cache"
     result = evaluate_cli(
         f"out_dir={out}", "metrics=[recon,diversity,fid,kid,adherence,memorization]",
-        f"ldm_ckpt={trained_ldm_ckpt}", f"ae_ckpt={tiny_ae_ckpt}", f"data_dir={phantom32}",
+        f"model={trained_ldm_ckpt}", f"ae_ckpt={tiny_ae_ckpt}", f"data_dir={phantom32}",
         "allow_random_xrv=true", f"cache_dir={cache}", *SMALL, cwd=tmp_path, home=home,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
@@ -122,7 +122,7 @@ def test_every_metric_end_to_end_then_reuse_samples_and_cached_features(
 def test_random_weights_are_refused_before_any_sampling(tmp_path: Path, home: Path, trained_ldm_ckpt: Path,
                                                         phantom32: Path):  # fmt: skip
     out = tmp_path / "eval"
-    result = evaluate_cli(f"out_dir={out}", "metrics=[fid]", f"ldm_ckpt={trained_ldm_ckpt}",
+    result = evaluate_cli(f"out_dir={out}", "metrics=[fid]", f"model={trained_ldm_ckpt}",
                           f"data_dir={phantom32}",
                           cwd=tmp_path, home=home)  # fmt: skip
     assert result.returncode == 1
@@ -136,7 +136,7 @@ def test_random_weights_are_refused_before_any_sampling(tmp_path: Path, home: Pa
 
 
 def compose_evaluate(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(INFERENCE_CONF_DIR), version_base="1.3"):
         return compose(config_name="evaluate", overrides=list(overrides))
 
 
@@ -147,8 +147,8 @@ def test_option_errors_name_what_is_missing(tmp_path: Path, phantom32: Path):
         (["metrics=[recon]", f"data_dir={phantom32}"], "ae_ckpt="),
         (["metrics=[sharpness]"], "metrics= must list"),
         (["metrics=[fid]", f"data_dir={tmp_path}"], "prepare"),
-        (["metrics=[fid]", f"data_dir={phantom32}", f"ldm_ckpt={tmp_path / 'missing.ckpt'}"],
-         "does not exist"),
+        (["metrics=[fid]", f"data_dir={phantom32}", f"model={tmp_path / 'missing.ckpt'}"],
+         "model not found: .*missing.ckpt"),
         (["metrics=[memorization]", f"data_dir={phantom32}", f"fake_dir={tmp_path}", "train_split=nope"],
          "nope.csv not found"),
         (["metrics=[adherence]", f"data_dir={phantom32}", f"fake_dir={tmp_path}"], "has no samples.json"),

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from helpers import run_module
 from hydra import compose, initialize_config_dir
-from ldm_fixtures import CONF_DIR
+from ldm_fixtures import INFERENCE_CONF_DIR
 from PIL import Image
 
-from cxr_ldm.models.diffusion import LatentDiffusionModule
-from cxr_ldm.models.sampling import generate
-from cxr_ldm.sample import SampleConfigError, collect_prompts, run
+from cxr_ldm.models.components import ModelLoadError
+from cxr_ldm.pipelines import CXRLDMPipeline
+from cxr_ldm.pipelines.prompts import PromptError, collect_prompts
+from cxr_ldm.pipelines.settings import SamplingConfigError
+from cxr_ldm.sample import SampleConfigError, run
 from cxr_ldm.utils.images import image_grid
 
 pytest_plugins = ["ldm_fixtures"]
@@ -32,13 +34,14 @@ def test_sample_command_end_to_end(tmp_path: Path, trained_ldm_ckpt: Path):
     prompts_file.write_text(f"\n{LONG_PROMPT}\n\n", encoding="utf-8")
     out = tmp_path / "out"
     result = sample_cli(
-        f"ckpt={trained_ldm_ckpt}",
+        f"model={trained_ldm_ckpt}",
         'prompts=["Large right pleural effusion.","Moderate cardiomegaly."]',
         f"prompts_file={prompts_file}",
         "n_per_prompt=2",
-        "steps=2",
-        "guidance_scale=5",
-        "seed=3",
+        "sampling.steps=2",
+        "sampling.guidance_scale=5",
+        "sampling.sampler=ddim",
+        "sampling.seed=3",
         "device=cpu",
         f"out_dir={out}",
         cwd=tmp_path,
@@ -73,10 +76,10 @@ def test_sample_command_end_to_end(tmp_path: Path, trained_ldm_ckpt: Path):
     assert (out / ".hydra_logs").is_dir()
 
     # any image can be regenerated alone from its record
-    model = LatentDiffusionModule.load_from_checkpoint(trained_ldm_ckpt, map_location="cpu")
     record = records[3]
-    image = generate(
-        model, [record["prompt"]], [record["seed"]], guidance_scale=5.0, num_inference_steps=2, progress=False
+    image = CXRLDMPipeline.load(trained_ldm_ckpt)(
+        [record["prompt"]], seeds=[record["seed"]], guidance_scale=5.0, num_inference_steps=2, sampler="ddim",
+        progress=False,
     )
     with Image.open(out / record["file"]) as png:
         written = np.asarray(png).astype(int)
@@ -86,24 +89,33 @@ def test_sample_command_end_to_end(tmp_path: Path, trained_ldm_ckpt: Path):
 def test_missing_checkpoint_is_a_one_line_error(tmp_path: Path):
     result = sample_cli("prompts=[Effusion]", f"out_dir={tmp_path / 'out'}", cwd=tmp_path)
     assert result.returncode != 0
-    assert "ckpt=" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no model: give model=PATH")
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "samples.json").exists()
 
 
 def sample_cfg(**overrides: object):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(INFERENCE_CONF_DIR), version_base="1.3"):
         return compose(config_name="sample", overrides=[f"{k}={v}" for k, v in overrides.items()])
 
 
 def test_option_errors_name_the_option(tmp_path: Path, trained_ldm_ckpt: Path):
-    with pytest.raises(SampleConfigError, match="prompts="):
-        run(sample_cfg(ckpt=trained_ldm_ckpt, out_dir=tmp_path))
-    with pytest.raises(SampleConfigError, match="prompts="):
-        run(sample_cfg(ckpt=trained_ldm_ckpt, out_dir=tmp_path, prompts='["ok", " "]'))
-    with pytest.raises(SampleConfigError, match="ckpt="):
-        run(sample_cfg(ckpt=tmp_path / "missing.ckpt", prompts="[Effusion]", out_dir=tmp_path))
-    with pytest.raises(SampleConfigError, match="sampler="):
-        run(sample_cfg(ckpt=trained_ldm_ckpt, prompts="[Effusion]", sampler="euler", out_dir=tmp_path))
-    with pytest.raises(SampleConfigError, match="prompts_file="):
+    out = tmp_path / "out"
+    with pytest.raises(PromptError, match="prompts="):
+        run(sample_cfg(model=trained_ldm_ckpt, out_dir=out))
+    with pytest.raises(PromptError, match="prompts="):
+        run(sample_cfg(model=trained_ldm_ckpt, out_dir=out, prompts='["ok", " "]'))
+    with pytest.raises(ModelLoadError, match="model not found: .*missing.ckpt"):
+        run(sample_cfg(model=tmp_path / "missing.ckpt", prompts="[Effusion]", out_dir=out))
+    with pytest.raises(SamplingConfigError, match="sampling.sampler='heun' is not one of ddim, dpm"):
+        run(sample_cfg(model=trained_ldm_ckpt, prompts="[Effusion]", **{"sampling.sampler": "heun"}, out_dir=out))
+    with pytest.raises(SamplingConfigError, match="sampling.steps=0 must be >= 1"):
+        run(sample_cfg(model=trained_ldm_ckpt, prompts="[Effusion]", **{"sampling.steps": 0}, out_dir=out))
+    with pytest.raises(SamplingConfigError, match="sampling.steps='many' must be a int"):
+        run(sample_cfg(model=trained_ldm_ckpt, prompts="[Effusion]", **{"sampling.steps": "many"}, out_dir=out))
+    with pytest.raises(SampleConfigError, match="n_per_prompt= must be >= 1"):
+        run(sample_cfg(model=trained_ldm_ckpt, prompts="[Effusion]", n_per_prompt=0, out_dir=out))
+    assert not out.exists()  # nothing written for a refused command
+    with pytest.raises(PromptError, match="prompts_file="):
         collect_prompts([], str(tmp_path / "none.txt"))
     assert collect_prompts("One prompt.", None) == ["One prompt."]

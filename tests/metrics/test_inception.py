@@ -36,7 +36,7 @@ from cxr_ldm.metrics.inception import (  # noqa: E402
     InceptionWeightsError,
 )
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "cxr_ldm" / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "cxr_ldm" / "conf" / "inference"
 SIZE = 32  # image side; the network resizes to 299 px whatever comes in
 
 
