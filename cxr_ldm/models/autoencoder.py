@@ -224,10 +224,13 @@ class AutoencoderKLModule(LightningModule):
         self._rng_states_to_restore = checkpoint.get(RNG_KEY)
 
     def on_fit_start(self) -> None:
-        resume_rng_states(self)  # this rank's own, before the first training batch is drawn
+        resume_rng_states(self, "fit_start")  # this rank's own, when it makes resume exact (utils/rng.py)
 
-    def on_train_start(self) -> None:
-        resume_rng_states(self)
+    def on_train_epoch_start(self) -> None:
+        resume_rng_states(self, "train_epoch_start")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        resume_rng_states(self, "train_batch_start")
 
     # --------------------------------------------------------------- training
     def adversarial_factor(self) -> float:

@@ -441,10 +441,13 @@ class LatentDiffusionModule(LightningModule):
         self._rng_states_to_restore = checkpoint.get(RNG_KEY)  # applied only when fitting resumes
 
     def on_fit_start(self) -> None:
-        resume_rng_states(self)
+        resume_rng_states(self, "fit_start")  # this rank's own, when it makes resume exact (utils/rng.py)
 
-    def on_train_start(self) -> None:
-        resume_rng_states(self)
+    def on_train_epoch_start(self) -> None:
+        resume_rng_states(self, "train_epoch_start")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        resume_rng_states(self, "train_batch_start")
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Accept checkpoints without the (file-loaded) pretrained text-encoder weights."""

@@ -62,11 +62,15 @@ def checkpoint_rng_states(trainer: Any = None) -> dict[str, Any]:
     (they do: Lightning builds the checkpoint on every rank)."""
     states = collect_rng_states()
     _, world_size = _world(trainer)
+    where = {
+        "global_step": int(getattr(trainer, "global_step", 0)),
+        "epoch_end": _draws_a_new_iterator_before_its_next_batch(trainer),  # see resume_rng_states
+    }
     if world_size <= 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
-        return {"world_size": 1, "ranks": [states]}
+        return {"world_size": 1, "ranks": [states], **where}
     gathered: list[Any] = [None] * world_size
     torch.distributed.all_gather_object(gathered, states)
-    return {"world_size": world_size, "ranks": gathered}
+    return {"world_size": world_size, "ranks": gathered, **where}
 
 
 def restore_checkpoint_rng_states(saved: Mapping[str, Any] | None, trainer: Any = None) -> None:
@@ -89,21 +93,59 @@ def restore_checkpoint_rng_states(saved: Mapping[str, Any] | None, trainer: Any 
         restore_rng_states(ranks[rank])
 
 
-def resume_rng_states(module: Any, attribute: str = "_rng_states_to_restore") -> None:
-    """Apply, once, the states a module stashed in ``on_load_checkpoint`` when fitting resumes from a file.
+def _draws_a_new_iterator_before_its_next_batch(trainer: Any) -> bool:
+    """Whether an uninterrupted run, checkpointed now, builds a training DataLoader iterator (which draws its
+    seed from the global RNG) before its next training batch: yes at the end of an epoch and after fitting."""
+    try:
+        epoch_loop = trainer.fit_loop.epoch_loop
+        return bool(epoch_loop.batch_progress.is_last_batch or trainer.state.stage is None)
+    except AttributeError:  # not a Lightning Trainer
+        return False
 
-    Call it from ``on_fit_start`` and ``on_train_start``: ``on_fit_start`` comes after the checkpoint was read
-    (for DDP and single devices) and before the first training DataLoader iterator draws its seed from the
-    global RNG (Lightning creates it before ``on_train_start`` when resuming; an uninterrupted run creates it
-    after the moment its checkpoint was written), and the sanity check in between runs under
-    ``isolate_rng``. ``on_train_start`` catches strategies that read the checkpoint after ``on_fit_start``.
-    States stashed by ``load_from_checkpoint`` (no ``trainer.ckpt_path``) are dropped, never applied.
+
+def _epoch_loop_builds_iterator(trainer: Any) -> bool:
+    """Lightning's own condition (``_TrainingEpochLoop.on_run_start``) for building a new iterator at the start
+    of this epoch; otherwise the epoch uses the one ``FitLoop.setup_data`` built before ``on_train_start``."""
+    fit_loop = trainer.fit_loop
+    return trainer.current_epoch > 0 and not fit_loop.is_resuming and not fit_loop.epoch_loop.restarting
+
+
+def resume_rng_states(module: Any, event: str, attribute: str = "_rng_states_to_restore") -> None:
+    """Apply the states a module stashed in ``on_load_checkpoint`` at the moment that makes resume exact.
+
+    Call it from the module's ``on_fit_start`` (``event="fit_start"``), ``on_train_epoch_start``
+    (``"train_epoch_start"``) and ``on_train_batch_start`` (``"train_batch_start"``). A DataLoader iterator draws
+    its seed from the global RNG when it is built (and a ``RandomSampler`` its permutation's at the first
+    batch); a resumed Lightning run builds one in ``FitLoop.setup_data``, between ``on_fit_start`` and
+    ``on_train_start`` (the sanity check before it runs under ``isolate_rng``):
+
+    * checkpoint written mid-epoch (a signal checkpoint, ``every_n_train_steps``): the uninterrupted run goes
+      on with its iterator, so the states are restored at the first resumed batch, after the resumed run
+      built (and started) its own. The module's draws then match; which images that batch holds is
+      Lightning's business (a plain DataLoader restarts its epoch);
+    * written at the end of an epoch (``ModelCheckpoint``'s usual moment) or after fitting: the uninterrupted
+      run builds a new iterator first, so the states are restored in ``on_fit_start``, before the resumed
+      run builds one, and again at the start of an epoch that builds a new iterator before the first resumed
+      batch (Lightning does that when the checkpoint was written after the epoch had finished).
+
+    States stashed by ``load_from_checkpoint`` (no ``trainer.ckpt_path``) are never applied; nothing is applied
+    once the resumed run has trained a step.
     """
     saved = getattr(module, attribute, None)
     if saved is None:
         return
-    setattr(module, attribute, None)
     trainer = module.trainer
-    if trainer.ckpt_path is None:
+    # the loops' progress (global_step) is restored after on_fit_start
+    trained = event != "fit_start" and trainer.global_step != saved.get("global_step", trainer.global_step)
+    if trainer.ckpt_path is None or trained:
+        setattr(module, attribute, None)
         return
-    restore_checkpoint_rng_states(saved, trainer)
+    before_iterator = bool(saved.get("epoch_end", False))
+    if (
+        (event == "fit_start" and before_iterator)
+        or (event == "train_epoch_start" and before_iterator and _epoch_loop_builds_iterator(trainer))
+        or (event == "train_batch_start" and not before_iterator)
+    ):
+        restore_checkpoint_rng_states(saved, trainer)
+    if event == "train_batch_start":
+        setattr(module, attribute, None)  # done: from here on the run draws as the uninterrupted one

@@ -2,7 +2,7 @@
 
 For each stage (the autoencoder, then the LDM): an uninterrupted 2-epoch DDP fit that checkpoints after
 epoch 0, then a second fit resumed from that checkpoint, seeded as train.py seeds (the same seed, RankSeeds). Each rank writes the
-global torch RNG state at the start of every training batch and the final weights of both fits.
+global torch RNG state after every training step and the final weights of both fits.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ class RngProbe(L.Callback):
     def __init__(self) -> None:
         self.states: list[tuple[int, torch.Tensor]] = []
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # after the step: what it drew (a callback's on_train_batch_start runs before the module's)
         self.states.append((trainer.current_epoch, torch.get_rng_state()))
 
 

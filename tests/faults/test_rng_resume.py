@@ -60,3 +60,55 @@ def test_each_rank_resumes_its_own_random_stream(ranks, stage):
             )
     zero, one = ranks[0][stage]["resumed"], ranks[1][stage]["resumed"]
     assert not any(torch.equal(a, b) for (_, a), (_, b) in zip(zero, one, strict=True)), "ranks share noise"
+
+
+# ----------------------------------------------------------------------------- one process, three moments
+def _single_fit(stage: str, ae_ckpt, root: Path, max_steps: int, ckpt_path: str | None = None, **checkpointing):
+    import lightning as L
+    from ldm_fixtures import make_loader, quiet_trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from rng_resume_worker import RngProbe, build
+
+    L.seed_everything(7, verbose=False)
+    probe = RngProbe()
+    callbacks = [probe]
+    if checkpointing:
+        callbacks.append(ModelCheckpoint(dirpath=root, save_top_k=-1, filename="{step}", **checkpointing))
+    trainer = quiet_trainer(root, max_steps=max_steps, callbacks=callbacks, enable_checkpointing=bool(checkpointing),
+                            num_sanity_val_steps=1)  # fmt: skip
+    module = build(stage, str(ae_ckpt))
+    train = make_loader(n=8, batch_size=2)
+    train = torch.utils.data.DataLoader(train.dataset, batch_size=2, shuffle=True)  # draws from the global RNG
+    trainer.fit(module, train, make_loader(n=2, batch_size=2, seed=1), ckpt_path=ckpt_path)
+    return trainer, module, probe
+
+
+@pytest.mark.parametrize("stage", ["ae", "ldm"])
+@pytest.mark.parametrize("moment", ["mid_epoch", "epoch_end", "after_fit"])
+def test_resume_draws_what_the_uninterrupted_run_draws(tmp_path, tiny_ae_ckpt, stage, moment):
+    """8 steps at once == 8 steps with a checkpoint at step 6 (mid-epoch: every_n_train_steps), at step 4
+    (ModelCheckpoint at an epoch's end) or after a fit stopped at step 4, then resumed to 8: the same random
+    draws in every step, and (at epoch boundaries, where the resumed epoch sees the same images) the same
+    weights. The loader shuffles, so its sampler draws from the global RNG too."""
+    sys.path.insert(0, str(WORKER.parent))
+    torch.set_num_threads(1)
+    full_trainer, full, full_probe = _single_fit(stage, tiny_ae_ckpt, tmp_path / "full", 8)
+    if moment == "after_fit":
+        half, _, _ = _single_fit(stage, tiny_ae_ckpt, tmp_path / "half", 4)
+        ckpt, at = tmp_path / "half.ckpt", 4
+        half.save_checkpoint(ckpt)
+    else:
+        options = {"every_n_train_steps": 3} if moment == "mid_epoch" else {"every_n_epochs": 1}
+        _single_fit(stage, tiny_ae_ckpt, tmp_path / "ckpts", 8, **options)
+        at = 6 if moment == "mid_epoch" else 4
+        ckpt = tmp_path / "ckpts" / f"step={at}.ckpt"
+    resumed_trainer, resumed, probe = _single_fit(stage, tiny_ae_ckpt, tmp_path / "resumed", 8, str(ckpt))
+    assert resumed_trainer.global_step == full_trainer.global_step == 8
+    expected = full_probe.states[at:]
+    assert len(probe.states) == len(expected) == 8 - at
+    for k, ((_, a), (_, b)) in enumerate(zip(expected, probe.states, strict=True)):
+        assert torch.equal(a, b), f"step {at + k}: the resumed run drew other numbers"
+    if moment == "mid_epoch":
+        return  # Lightning restarts a plain DataLoader's epoch: other images, the same draws (utils/rng.py)
+    for key, value in full.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
