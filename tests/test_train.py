@@ -72,10 +72,13 @@ def test_ckpt_path_resolution(tmp_path):
     assert resolve_ckpt_path("last", run) is None  # nothing yet: start fresh
     (run / "checkpoints").mkdir(parents=True)
     older = run / "checkpoints" / "epoch_000.ckpt"
-    older.write_text("x")
+    torch.save({"global_step": 1}, older)
     assert resolve_ckpt_path("last", run) == str(older)
-    (run / "checkpoints" / "last.ckpt").write_text("x")
-    assert resolve_ckpt_path("last", run) == str(run / "checkpoints" / "last.ckpt")
+    last = run / "checkpoints" / "last.ckpt"
+    torch.save({"global_step": 2}, last)
+    assert resolve_ckpt_path("last", run) == str(last)
+    last.write_bytes(last.read_bytes()[:-40])  # truncated (e.g. copied incompletely): the older one is used
+    assert resolve_ckpt_path("last", run) == str(older)
     with pytest.raises(FileNotFoundError, match="ckpt_path=/nope.ckpt"):
         resolve_ckpt_path("/nope.ckpt", run)
 
