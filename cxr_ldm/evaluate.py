@@ -4,7 +4,7 @@
 
 Writes ``<out_dir>/metrics.json`` (one key per metric, plus the samples' count and seeds and the settings) and
 prints a table beside the published reference figures. Metrics: recon, diversity, fid, kid, adherence,
-memorization (docs/evaluation.md). The work is in :mod:`cxr_ldm.metrics.evaluation`.
+memorization, ... (docs/evaluation.md). The work is in :mod:`cxr_ldm.evaluation.runner`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cxr_ldm.utils.cli import require_options, run_command
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     require_options(cfg, {"out_dir": "the folder to write metrics.json (and generated samples) into"},
                     "cxr_ldm.evaluate")  # fmt: skip
-    from cxr_ldm.metrics.evaluation import run_evaluation
+    from cxr_ldm.evaluation.runner import run_evaluation
 
     return run_command(run_evaluation, cfg)
 

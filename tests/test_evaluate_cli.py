@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from ldm_fixtures import INFERENCE_CONF_DIR
 from PIL import Image
 
-from cxr_ldm.metrics.evaluation import EvaluationError, run_evaluation
+from cxr_ldm.evaluation.runner import EvaluationError, run_evaluation
 from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL
 
 pytest_plugins = ["ldm_fixtures"]

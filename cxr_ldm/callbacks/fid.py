@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +21,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from cxr_ldm.callbacks.schedule import validation_epoch_due
-from cxr_ldm.metrics.adherence import PhantomJudge, expected_matrix, score_against_labels
-from cxr_ldm.metrics.features import XRVFeatureExtractor
+from cxr_ldm.metrics.adherence import PhantomJudge, expected_matrix, load_phantom_judge, score_against_labels
+from cxr_ldm.metrics.features import XRVFeatureExtractor, extract_features
 from cxr_ldm.metrics.fid import fid_from_features, kid_from_features
 from cxr_ldm.metrics.sources import phantom_raw_dir, phantom_raw_size
 from cxr_ldm.pipelines import CXRLDMPipeline
@@ -111,11 +110,8 @@ class FIDCallback(Callback):
     def _extract(self, images: torch.Tensor, device: torch.device) -> np.ndarray:
         assert self.extractor is not None
         self.extractor.to(device)
-        out = [
-            self.extractor(images[i : i + self.batch_size]).float().cpu()
-            for i in range(0, len(images), self.batch_size)
-        ]
-        return torch.cat(out).numpy()
+        batches = (images[i : i + self.batch_size] for i in range(0, len(images), self.batch_size))
+        return extract_features(self.extractor, batches, total=len(images), progress=False)
 
     def _phantom_judge(self, trainer: Trainer, image_size: int) -> PhantomJudge | None:
         if self.adherence is False:
@@ -127,19 +123,10 @@ class FIDCallback(Callback):
             if self.adherence == "auto" and (data_dir is None or phantom_raw_dir(data_dir) is None):
                 self.adherence = False  # not phantom data: nothing to check prompts against
                 return None
-            from cxr_ldm.metrics.phantom_classifier import (
-                PhantomClassifierSettings,
-                load_or_train_phantom_classifier,
-            )
-
-            options = dict(self.phantom_classifier)
-            if options.get("raw_size") is None:  # render as the phantom data were rendered
-                raw_dir = phantom_raw_dir(data_dir) if data_dir is not None else None
-                options["raw_size"] = phantom_raw_size(raw_dir) if raw_dir is not None else None
-            settings = PhantomClassifierSettings(image_size=image_size, **options)
-            cache = Path(self.cache_dir).expanduser() / "classifiers" if self.cache_dir else None
-            classifier, _ = load_or_train_phantom_classifier(settings, cache, progress=False)
-            self._judge = PhantomJudge(classifier)
+            raw_dir = phantom_raw_dir(data_dir) if data_dir is not None else None
+            raw_size = phantom_raw_size(raw_dir) if raw_dir is not None else None  # render as the data were
+            self._judge, _ = load_phantom_judge(image_size, self.phantom_classifier, raw_size, self.cache_dir,
+                                                progress=False)  # fmt: skip
         return self._judge
 
     # ------------------------------------------------------------------ the measurement

@@ -37,7 +37,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -357,6 +358,39 @@ class PhantomJudge:
     @staticmethod
     def labels_from_truth(truth) -> np.ndarray:  # phantom severities -> presence
         return (truth[list(FINDING_COLUMNS)].to_numpy(dtype=float) > 0).astype(float)
+
+
+def load_phantom_judge(
+    image_size: int,
+    options: dict[str, Any] | None = None,
+    raw_size: int | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[PhantomJudge, dict[str, Any]]:
+    """The phantom judge at ``image_size``, its classifier read from ``cache_dir/classifiers`` or trained there.
+
+    The one set-up of the evaluation's adherence and the FID callback. ``options`` are
+    ``PhantomClassifierSettings`` fields; without ``options["raw_size"]`` the classifier renders at ``raw_size``
+    (the phantom tree's JPEG size), as the phantom data were rendered. Returns the judge and what
+    ``metrics.json`` records about it: settings, whether it came from the cache, its validation AUROCs.
+    """
+    from dataclasses import asdict
+
+    from cxr_ldm.metrics.phantom_classifier import PhantomClassifierSettings, load_or_train_phantom_classifier
+
+    options = dict(options or {})
+    if options.get("raw_size") is None:
+        options["raw_size"] = raw_size
+    settings = PhantomClassifierSettings(image_size=image_size, **options)
+    cache = Path(cache_dir).expanduser() / "classifiers" if cache_dir else None
+    classifier, cached = load_or_train_phantom_classifier(settings, cache, progress)
+    validation = classifier.info["validation"]
+    aurocs = [v["auroc"] for v in validation.values() if v["auroc"] == v["auroc"]]
+    return PhantomJudge(classifier), {
+        "classifier_settings": asdict(settings), "classifier_cached": cached,
+        "classifier_validation_mean_auroc": float(np.mean(aurocs)) if aurocs else None,
+        "classifier_validation": validation,
+    }  # fmt: skip
 
 
 # concept -> torchxrayvision targets (max over them) and the prepared CheXpert label column

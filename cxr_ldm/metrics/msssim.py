@@ -1,6 +1,6 @@
 """MS-SSIM and PSNR per image, and the mean pairwise MS-SSIM of a set (sample diversity).
 
-MS-SSIM uses the size-dependent settings of ``cxr_ldm.models.autoencoder.ms_ssim_settings`` (the standard
+MS-SSIM uses the size-dependent settings of ``cxr_ldm.models.ms_ssim.ms_ssim_settings`` (the standard
 kernel 11 / 5 scales from 176 px up, fewer scales and smaller kernels below), the same as stage-1 validation,
 so evaluation and training report the same quantity.
 """
@@ -14,7 +14,7 @@ import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 from tqdm.auto import tqdm
 
-from cxr_ldm.models.autoencoder import ms_ssim_settings
+from cxr_ldm.models.ms_ssim import ms_ssim_settings
 
 
 def as_unit_float(images: torch.Tensor) -> torch.Tensor:

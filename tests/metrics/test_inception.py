@@ -26,7 +26,7 @@ pytest.importorskip("torch_fidelity")
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3  # noqa: E402
 from torchmetrics.image.fid import FrechetInceptionDistance  # noqa: E402
 
-from cxr_ldm.metrics.evaluation import Evaluation, EvaluationError  # noqa: E402
+from cxr_ldm.evaluation.runner import Evaluation, EvaluationError  # noqa: E402
 from cxr_ldm.metrics.fid import fid_from_features  # noqa: E402
 from cxr_ldm.metrics.inception import (  # noqa: E402
     INCEPTION_FILE,

@@ -10,7 +10,7 @@ import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from cxr_ldm.metrics.msssim import ms_ssim_per_image, pair_indices, pairwise_ms_ssim, psnr_per_image
-from cxr_ldm.models.autoencoder import ms_ssim_settings
+from cxr_ldm.models.ms_ssim import ms_ssim_settings
 
 
 def blobs(n: int, size: int, seed: int = 0) -> torch.Tensor:

@@ -1,0 +1,59 @@
+"""The generated set of an evaluation: sampled from ``model=`` into ``out_dir/samples``, or ``fake_dir=`` as given.
+
+Sampling goes through the project's pipeline and its one sample-folder writer (8-bit PNGs + ``samples.json``,
+resumable), then the images are read back like any folder, so every measure sees the pixels a person would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cxr_ldm.evaluation.inputs import EvaluationError, Inputs, option
+from cxr_ldm.metrics.sources import ImageSet, folder_set
+from cxr_ldm.models.components import ModelLoadError
+from cxr_ldm.pipelines import CXRLDMPipeline
+from cxr_ldm.pipelines.sample_folder import sample_to_folder
+
+SAMPLES_DIR = "samples"
+
+
+def load_pipeline(inputs: Inputs) -> CXRLDMPipeline:
+    try:
+        pipe = CXRLDMPipeline.load(inputs.model_path, text_encoder=option(inputs.cfg, "text_encoder"))
+    except (ModelLoadError, FileNotFoundError) as err:
+        raise EvaluationError(str(err)) from err
+    return pipe.to(inputs.device)
+
+
+def sample_set(inputs: Inputs, pipe: CXRLDMPipeline) -> tuple[ImageSet, dict[str, Any], list[int] | None]:
+    """``(generated set, metrics.json's "samples", prompt source rows)``: ``sampling.n`` images, image ``k`` with
+    seed ``sampling.seed + k``; the source rows are also written to ``samples.json`` (``prompt_sources``), so
+    a later ``fake_dir=`` run over this folder knows them too."""
+    n = int(option(inputs.cfg, "sampling.n"))
+    prompts, source, rows = inputs.prompts(n)
+    seeds = [inputs.sampling.seed + k for k in range(n)]
+    folder = inputs.out_dir / SAMPLES_DIR
+    extra = None
+    if rows is not None and inputs.texts is not None:
+        extra = {"prompt_sources": {"images": inputs.texts.name, "identity": inputs.texts.identity, "rows": rows}}
+    model = str(Path(inputs.model_path).resolve())
+    manifest = sample_to_folder(pipe, prompts, seeds, folder, inputs.sampling, model=model,
+                                progress=inputs.progress, extra=extra)  # fmt: skip
+    samples = {
+        "source": "model", "model": model, "folder": str(folder), "n": n,
+        "seed": inputs.sampling.seed, "prompts": source,
+        "seeds": {"first": seeds[0], "last": seeds[-1], "rule": f"image k uses seed {inputs.sampling.seed} + k"},
+        **manifest["settings"],
+    }  # fmt: skip
+    return folder_set(folder, name="generated"), samples, rows
+
+
+def folder_sources(inputs: Inputs, fake: ImageSet) -> list[int] | None:
+    """The prompt source rows ``fake_dir``'s ``samples.json`` records, when they refer to this run's split."""
+    manifest = inputs.fake_folder_manifest()
+    recorded = (manifest or {}).get("prompt_sources")
+    if not recorded or inputs.texts is None or recorded.get("identity") != inputs.texts.identity:
+        return None
+    rows = list(recorded.get("rows") or [])
+    return rows if len(rows) == len(fake) else None

@@ -1,0 +1,65 @@
+"""The measures ``metrics=[...]`` can name: for each, its function and what it needs.
+
+``needs`` drives the option checks (:class:`cxr_ldm.evaluation.inputs.Inputs`): generated, real or training
+images, the generated images' prompts, a stage-1 autoencoder, CheXpert labels. ``networks`` names the feature
+networks it runs (given the checked inputs, since some depend on options), which the runner loads before any
+sampling. Adding a measure is one function in :mod:`cxr_ldm.evaluation.measures` and one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cxr_ldm.evaluation import measures
+from cxr_ldm.evaluation.inputs import AUTOENCODER, GENERATED, PROMPTS, REAL, TRAIN, option
+
+if TYPE_CHECKING:
+    from cxr_ldm.evaluation.context import Context
+    from cxr_ldm.evaluation.inputs import Inputs
+
+
+def _fixed(*kinds: str) -> Callable[[Inputs], tuple[str, ...]]:
+    return lambda inputs: kinds
+
+
+def _fid_networks(inputs: Inputs) -> tuple[str, ...]:
+    return ("xrv", "inception") if bool(option(inputs.cfg, "fid.inception")) else ("xrv",)
+
+
+def _adherence_networks(inputs: Inputs) -> tuple[str, ...]:
+    return ("xrv",) if inputs.judge_kind == "xrv" else ()
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    compute: Callable[[Context], dict[str, Any]]
+    needs: frozenset[str]
+    networks: Callable[[Inputs], tuple[str, ...]] = _fixed()
+    summary: str = ""
+
+
+MEASURES: dict[str, Measure] = {
+    m.name: m
+    for m in (
+        Measure("recon", measures.recon, frozenset({REAL, AUTOENCODER}),
+                summary="MS-SSIM / PSNR of stage-1 reconstructions"),
+        Measure("diversity", measures.diversity, frozenset({GENERATED, REAL}),
+                summary="mean pairwise MS-SSIM, generated vs real"),
+        Measure("fid", measures.fid, frozenset({GENERATED, REAL}), _fid_networks,
+                summary="FID on torchxrayvision DenseNet features (+ Inception-v3)"),
+        Measure("kid", measures.kid, frozenset({GENERATED, REAL}), _fixed("xrv"),
+                summary="KID on torchxrayvision DenseNet features"),
+        Measure("adherence", measures.adherence, frozenset({GENERATED, PROMPTS}), _adherence_networks,
+                summary="findings named by the prompt, read off the image by a classifier"),
+        Measure("memorization", measures.memorization, frozenset({GENERATED, REAL, TRAIN}), _fixed("xrv"),
+                summary="nearest training image by DenseNet features, vs real test images"),
+    )
+}  # fmt: skip
+
+
+def networks_for(names: Iterable[str], inputs: Inputs) -> set[str]:
+    """Every network kind the measures ``names`` run."""
+    return {kind for name in names for kind in MEASURES[name].networks(inputs)}
