@@ -34,6 +34,7 @@ from monai.networks.schedulers import DDPMScheduler
 from cxr_ldm.models.components import SCHEDULE_KEYS, LDMComponents
 from cxr_ldm.models.ema import EMA
 from cxr_ldm.models.loading import read_components
+from cxr_ldm.models.speed import Speed, apply_speed, fused_factory, resolve_speed
 from cxr_ldm.models.text_encoder import build_text_encoder
 from cxr_ldm.tokenization import tokenize
 from cxr_ldm.utils.rng import RNG_KEY, checkpoint_rng_states, resume_rng_states
@@ -129,6 +130,9 @@ class LatentDiffusionModule(LightningModule):
             ``scale_factor``; the text encoder stays as configured (it must be the one the model was trained with).
         autoencoder_arch: written by the module itself; when set the AE is built from it and its weights come
             from the LDM checkpoint instead of ``autoencoder_ckpt``. Do not set it by hand.
+        speed: the fast-path switches (``models/speed.py``: tf32, sdpa, channels_last, fused_adam, frozen_bf16;
+            each true, false or auto = on for CUDA devices), applied by ``configure_model`` when a Trainer runs.
+        compile: ``torch.compile`` the UNet in place (true or a dict of compile arguments); keys keep their names.
     """
 
     def __init__(
@@ -146,6 +150,8 @@ class LatentDiffusionModule(LightningModule):
         val_seed: int = 0,
         autoencoder_arch: Mapping[str, Any] | None = None,
         init_from: str | None = None,
+        speed: Mapping[str, Any] | None = None,
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         super().__init__()
         self._optimizer_factory = optimizer if callable(optimizer) else None
@@ -199,6 +205,8 @@ class LatentDiffusionModule(LightningModule):
         if image_size is not None:
             self.latent_shape_buffer.copy_(torch.tensor(self._latent_shape_for(image_size)))
         self._latent_shape_checked = False
+        resolve_speed(speed, compile, torch.device("cpu"))  # a bad switch fails here, not when fitting starts
+        self._speed: Speed | None = None
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _check_shapes(self, unet: Mapping[str, Any], arch: Mapping[str, Any]) -> None:
@@ -277,6 +285,17 @@ class LatentDiffusionModule(LightningModule):
         self.autoencoder.eval()
         return self
 
+    def configure_model(self) -> None:
+        """The fast path for the trainer's device, once (``models/speed.py``); the UNet compiled in place."""
+        if self._speed is not None or self._trainer is None:  # load_from_checkpoint calls this hook too
+            return
+        self._speed = resolve_speed(self.hparams.speed, self.hparams.compile, self.trainer.strategy.root_device)
+        ema = [self.ema.module] if self.ema is not None else []
+        pretrained_text = [] if self.text_encoder.persist_weights else [self.text_encoder]
+        apply_speed(
+            self._speed, networks=[self.unet, *ema, self.autoencoder], compiled=[self.unet], frozen_bf16=pretrained_text
+        )
+
     # ------------------------------------------------------------------------------------ images <-> latents
     def _require_autoencoder(self) -> None:
         if not self._autoencoder_loaded:
@@ -293,8 +312,11 @@ class LatentDiffusionModule(LightningModule):
     def posterior(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior of a batch: cached ``z_mu``/``z_sigma`` when the batch carries them, else encoded images."""
         if "z_mu" in batch and "z_sigma" in batch:
-            return batch["z_mu"], batch["z_sigma"]
-        return self.encode_latents(batch["image"])
+            z_mu, z_sigma = batch["z_mu"], batch["z_sigma"]
+        else:
+            z_mu, z_sigma = self.encode_latents(batch["image"])
+        # float32 and NCHW whatever autocast and channels_last made of them: the same noise draws either way
+        return z_mu.float().contiguous(), z_sigma.float().contiguous()
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -313,7 +335,7 @@ class LatentDiffusionModule(LightningModule):
     # -------------------------------------------------------------------------------------------- text
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Cross-attention context ``[B, 77, width]`` of token ids (frozen encoder, no gradients)."""
-        return self.text_encoder(tokens.to(self.device))
+        return self.text_encoder(tokens.to(self.device)).float()  # float32 even from a bf16 tower
 
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
         """Context of prompts, tokenized by the project's one tokenizer (the DataModule's)."""
@@ -416,11 +438,13 @@ class LatentDiffusionModule(LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Only the UNet is optimized; the autoencoder, text encoder and EMA copy are frozen."""
-        if self._optimizer_factory is not None:
-            return self._optimizer_factory(self.unet.parameters())
-        from hydra.utils import instantiate
+        factory = self._optimizer_factory
+        if factory is None:
+            from hydra.utils import instantiate
 
-        factory = instantiate({**self.hparams.optimizer, "_partial_": True})
+            factory = instantiate({**self.hparams.optimizer, "_partial_": True})
+        if self._speed is not None and self._speed.fused_adam:
+            factory = fused_factory(factory)
         return factory(self.unet.parameters())
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:

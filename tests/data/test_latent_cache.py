@@ -259,7 +259,8 @@ def test_stage_one_with_a_cache_stops_with_a_clear_message(tmp_path: Path, prepa
 
 @pytest.mark.slow
 def test_ddp_training_run_builds_the_cache_once_split_over_ranks(tmp_path: Path, tiny_ae_ckpt: Path):
-    """``python -m cxr_ldm.train experiment=ldm_phantom data.latent_cache=true`` on 2 CPU ranks (gloo)."""
+    """``python -m cxr_ldm.train experiment=ldm_phantom data.latent_cache=true`` on 2 CPU ranks (gloo), with the
+    UNet compiled (``model.compile``; aot_eager on the CPU): DDP trains it and the checkpoint keeps plain keys."""
     from helpers import run_module
 
     data = tmp_path / "data"
@@ -268,7 +269,7 @@ def test_ddp_training_run_builds_the_cache_once_split_over_ranks(tmp_path: Path,
         f"model.autoencoder_ckpt={tiny_ae_ckpt}", "data.latent_cache=true", "data.latent_cache_shard_size=8",
         "data.phantom.n_studies=60", "data.image_size=32", "data.batch_size=4", "data.phantom.raw_size=64",
         "data.num_workers=0", "trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-        "trainer.limit_val_batches=1", "callbacks=none", "print_config=false",
+        "trainer.limit_val_batches=1", "callbacks=none", "print_config=false", "model.compile={backend:aot_eager}",
     ]  # fmt: skip
     proc = run_module("cxr_ldm.train", *args, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -282,3 +283,7 @@ def test_ddp_training_run_builds_the_cache_once_split_over_ranks(tmp_path: Path,
         for rank in (0, 1):
             share = len(range(rank, cache.n_shards, 2))
             assert f"rank {rank} of 2 encoded {share} shard(s) of {folder.name}" in out, out[-3000:]
+    checkpoints = list((tmp_path / "run").rglob("*.ckpt"))
+    assert checkpoints
+    state = torch.load(checkpoints[0], map_location="cpu", weights_only=True)["state_dict"]
+    assert any(k.startswith("unet.") for k in state) and not any("_orig_mod" in k for k in state)
