@@ -35,7 +35,7 @@ def generate_fn(generator: Generator):
     ) -> tuple[list[tuple[str, str]], str]:
         request, problems = generator.check(prompt, n_images, guidance_scale, steps, seed, sampler)
         if problems:
-            raise gr.Error(" ".join(problems), title="Cannot generate", print_exception=False)
+            raise gr.Error(" ".join(problems), print_exception=False)
         progress(0, desc="starting")
         result = generator.generate(request)
         gallery = [(str(path), f"seed {seed}") for path, seed in zip(result.files, result.seeds, strict=True)]
