@@ -160,9 +160,9 @@ def _why_no_validation(trainer: L.Trainer) -> str:
     per_epoch = trainer.num_training_batches
     first = every * per_epoch if isinstance(per_epoch, int) else None
     text = (
-        f"no validation ran: it runs at the end of every {every}. epoch"
-        + (f" ({per_epoch} training batches each, so first after step {first})" if first else "")
-        + f", and this run stopped after {trainer.global_step} steps in epoch {trainer.current_epoch}"
+        "no validation ran: it runs at the end of " + ("each epoch" if every == 1 else f"every {every} epochs")
+        + (f" ({per_epoch} training batches an epoch, so first after step {first})" if first else "")
+        + f", and this run stopped after {trainer.global_step} steps"
     )
     if trainer.max_steps and trainer.max_steps > 0:
         text += f" (trainer.max_steps={trainer.max_steps})"
