@@ -2,9 +2,11 @@
 
     python -m cxr_ldm.evaluate out_dir=eval metrics='[fid,kid,diversity]' model=ldm.ckpt data_dir=prepared
 
-Writes ``<out_dir>/metrics.json`` (one key per metric, plus the samples' count and seeds and the settings) and
-prints a table beside the published reference figures. Metrics: recon, diversity, fid, kid, adherence,
-memorization, ... (docs/evaluation.md). The work is in :mod:`cxr_ldm.evaluation.runner`.
+Writes ``<out_dir>/metrics.json`` (one key per measure, plus the samples' count and seeds and the settings) and
+``report.md``, and prints a table beside the published reference figures. Measures: recon, diversity, fid, kid,
+adherence, memorization, fid_raddino, kid_raddino, prdc, alignment, reid, per_pathology (docs/evaluation.md).
+With ``-m`` (e.g. ``sampling.guidance_scale=1,3,7``) each job writes to ``out_dir/<job>`` and the sweep's report
+goes to ``out_dir/report.md``. The work is in :mod:`cxr_ldm.evaluation`.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
     require_options(cfg, {"out_dir": "the folder to write metrics.json (and generated samples) into"},
                     "cxr_ldm.evaluate")  # fmt: skip
     from cxr_ldm.evaluation.runner import run_evaluation
+    from cxr_ldm.evaluation.sweep import use_job_dir
 
-    return run_command(run_evaluation, cfg)
+    return run_command(run_evaluation, use_job_dir(cfg))
+
 
 if __name__ == "__main__":
     main()

@@ -57,3 +57,30 @@ def folder_sources(inputs: Inputs, fake: ImageSet) -> list[int] | None:
         return None
     rows = list(recorded.get("rows") or [])
     return rows if len(rows) == len(fake) else None
+
+
+GRID_DIR = "report_samples"
+
+
+def grid_rows(inputs: Inputs, pipe: CXRLDMPipeline | None, fake: ImageSet | None) -> list[tuple[str, list[Path]]]:
+    """``(prompt, image files)`` rows of report.md's sample grid: ``report.images_per_prompt`` images of each
+    ``report.prompts`` prompt, sampled with seeds ``sampling.seed + j`` into ``out_dir/report_samples`` (the same
+    noise in every row, so rows differ by their prompt only). Without a model (``fake_dir=``): the first images
+    of as many distinct prompts of the folder, the listed prompts first."""
+    prompts, k = inputs.report_prompts(), int(option(inputs.cfg, "report.images_per_prompt"))
+    if not prompts or k < 1:
+        return []
+    if pipe is not None:
+        names = [f"p{i:02d}_s{j:02d}.png" for i in range(len(prompts)) for j in range(k)]
+        folder = inputs.out_dir / GRID_DIR
+        sample_to_folder(pipe, [p for p in prompts for _ in range(k)],
+                         [inputs.sampling.seed + j for _ in prompts for j in range(k)], folder, inputs.sampling,
+                         model=str(Path(inputs.model_path).resolve()), names=names, progress=inputs.progress)  # fmt: skip
+        return [(p, [folder / names[i * k + j] for j in range(k)]) for i, p in enumerate(prompts)]
+    if fake is None or fake.prompts is None:
+        return []
+    groups: dict[str, list[Path]] = {}
+    for path, prompt in zip(fake.paths, fake.prompts, strict=True):
+        groups.setdefault(prompt, []).append(path)
+    order = [p for p in prompts if p in groups] + [p for p in groups if p not in prompts]
+    return [(p, groups[p][:k]) for p in order[: len(prompts)]]

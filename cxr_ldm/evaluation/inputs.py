@@ -136,6 +136,7 @@ class Inputs:
             )
         if wanted := wanting(LABELS):
             self._check_labels(wanted)
+        self.report_prompts()
         ae_ckpt = path_option(cfg, "ae_ckpt")
         if ae_ckpt is not None and not ae_ckpt.is_file():
             raise EvaluationError(f"ae_ckpt={str(ae_ckpt)!r} does not exist")
@@ -174,6 +175,15 @@ class Inputs:
                 "columns missing): give data_dir= a folder prepared with mimic-cxr-2.0.0-chexpert.csv.gz "
                 "(real_dir= images carry no labels)"
             )
+
+    def report_prompts(self) -> list[str]:
+        """The fixed prompts of report.md's sample grid (``report.prompts``), checked; [] without a report."""
+        if not option(self.cfg, "report.enabled") or not option(self.cfg, "report.prompts"):
+            return []
+        try:
+            return collect_prompts(option(self.cfg, "report.prompts"), None, "report.prompts")
+        except PromptError as err:
+            raise EvaluationError(str(err)) from err
 
     @property
     def has_prompt_list(self) -> bool:
@@ -217,6 +227,9 @@ class Inputs:
         samples: dict[str, Any] = {"source": "fake_dir", "path": str(self.fake_dir.resolve()), "n": len(fake)}
         if fake.seeds is not None:
             samples["seeds"] = {"first": fake.seeds[0], "last": fake.seeds[-1], "n_unique": len(set(fake.seeds))}
+        manifest = self.fake_folder_manifest()
+        if manifest and isinstance(manifest.get("settings"), Mapping):  # sampler, steps, guidance_scale, ...
+            samples.update(manifest["settings"])
         return fake, samples
 
     def fake_folder_manifest(self) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -70,6 +71,20 @@ def _load(kind: str, cfg: DictConfig) -> nn.Module:
             return InceptionFeatureExtractor(option(cfg, "fid.inception_weights"))
         except (FileNotFoundError, ModuleNotFoundError) as err:
             raise EvaluationError(str(err)) from err
+    if kind == "raddino":
+        from cxr_ldm.metrics.raddino import RadDinoFeatureExtractor
+
+        return RadDinoFeatureExtractor.load(option(cfg, "raddino_weights"), bool(option(cfg, "allow_random_raddino")),
+                                            bool(option(cfg, "raddino_download")), hf_cache_dir(cfg))  # fmt: skip
+    if kind == "alignment":
+        from cxr_ldm.metrics.alignment import BioViLTAlignment
+
+        return BioViLTAlignment.load(option(cfg, "alignment_weights"), bool(option(cfg, "allow_random_alignment")),
+                                     bool(option(cfg, "alignment_download")), hf_cache_dir(cfg))  # fmt: skip
+    if kind == "reid":
+        from cxr_ldm.metrics.reid import SiameseReID
+
+        return SiameseReID.load(option(cfg, "reid_weights"), bool(option(cfg, "allow_random_reid")), hf_cache_dir(cfg))
     raise ValueError(f"unknown network kind {kind!r}; known: {', '.join(KINDS)}")
 
 
@@ -83,6 +98,23 @@ def load_networks(kinds: Iterable[str], cfg: DictConfig, device: torch.device) -
     return networks
 
 
-def hf_cache_dir(cfg: DictConfig):
+def hf_cache_dir(cfg: DictConfig) -> Path | None:
     """The Hugging Face cache the RAD-DINO / BioViL-T / re-id loaders look in (``None`` = the library default)."""
     return path_option(cfg, "hf_cache_dir")
+
+
+def network_protocol(networks: Networks, kind: str) -> dict[str, Any]:
+    """What ``metrics.json`` states about a network: which one, which output, the weights and their hash."""
+    network = networks.get(kind)
+    if hasattr(network, "protocol"):  # RAD-DINO, BioViL-T, re-identification: their own statement
+        return dict(network.protocol())
+    if kind == "xrv":
+        return {"feature_extractor": XRV_FEATURES_NAME, "weights": network.weights_label,
+                "weights_sha256": network.fingerprint, "weights_hash_of": "the state dict (names, shapes, values)",
+                "protocol": FEATURE_PROTOCOL}  # fmt: skip
+    return {"feature_extractor": type(network).__name__, "weights": network.weights_label,
+            "weights_sha256": network.fingerprint, "protocol": feature_protocol(kind)}  # fmt: skip
+
+
+def is_random(networks: Networks, kind: str) -> bool:
+    return bool(getattr(networks.get(kind), "is_random", False))

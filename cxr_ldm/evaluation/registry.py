@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cxr_ldm.evaluation import measures
-from cxr_ldm.evaluation.inputs import AUTOENCODER, GENERATED, PROMPTS, REAL, TRAIN, option
+from cxr_ldm.evaluation.inputs import (
+    AUTOENCODER,
+    GENERATED,
+    LABELS,
+    PROMPTS,
+    REAL,
+    TRAIN,
+    EvaluationError,
+    option,
+)
 
 if TYPE_CHECKING:
     from cxr_ldm.evaluation.context import Context
@@ -30,6 +39,17 @@ def _fid_networks(inputs: Inputs) -> tuple[str, ...]:
 
 def _adherence_networks(inputs: Inputs) -> tuple[str, ...]:
     return ("xrv",) if inputs.judge_kind == "xrv" else ()
+
+
+PRDC_FEATURES = ("raddino", "xrv")
+
+
+def _prdc_networks(inputs: Inputs) -> tuple[str, ...]:
+    kinds = option(inputs.cfg, "prdc.features")
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
+    if not kinds or any(k not in PRDC_FEATURES for k in kinds):
+        raise EvaluationError(f"prdc.features must list some of {', '.join(PRDC_FEATURES)}; got {kinds}")
+    return tuple(kinds)
 
 
 @dataclass(frozen=True)
@@ -56,6 +76,19 @@ MEASURES: dict[str, Measure] = {
                 summary="findings named by the prompt, read off the image by a classifier"),
         Measure("memorization", measures.memorization, frozenset({GENERATED, REAL, TRAIN}), _fixed("xrv"),
                 summary="nearest training image by DenseNet features, vs real test images"),
+        # CheXGenBench's measures (docs/evaluation.md)
+        Measure("fid_raddino", measures.fid_raddino, frozenset({GENERATED, REAL}), _fixed("raddino"),
+                summary="FID on RAD-DINO features (CheXGenBench's leaderboard)"),
+        Measure("kid_raddino", measures.kid_raddino, frozenset({GENERATED, REAL}), _fixed("raddino"),
+                summary="KID on RAD-DINO features"),
+        Measure("prdc", measures.prdc, frozenset({GENERATED, REAL}), _prdc_networks,
+                summary="precision, recall, density, coverage (k = 5) on RAD-DINO and DenseNet features"),
+        Measure("alignment", measures.alignment, frozenset({GENERATED, PROMPTS}), _fixed("alignment"),
+                summary="BioViL-T image-prompt cosine"),
+        Measure("reid", measures.reid, frozenset({GENERATED, TRAIN}), _fixed("reid"),
+                summary="patient re-identification probability against the training images"),
+        Measure("per_pathology", measures.per_pathology, frozenset({GENERATED, REAL, PROMPTS, LABELS}),
+                _fixed("xrv"), summary="FID and adherence per CheXpert label"),
     )
 }  # fmt: skip
 

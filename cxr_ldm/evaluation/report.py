@@ -347,7 +347,7 @@ def _per_pathology_table(pp: Mapping[str, Any]) -> str:
 def _protocols(metrics: Mapping[str, Any]) -> list[str]:
     lines = []
     for name, m in metrics.items():
-        if not isinstance(m, Mapping):
+        if not isinstance(m, Mapping) or name in ("samples", "settings"):  # not measures
             continue
         p = m.get("protocol")
         if isinstance(p, Mapping):
@@ -382,7 +382,8 @@ def write_report(
     parts = [f"# {title}", ""]
     samples = metrics.get("samples")
     if isinstance(samples, Mapping):
-        facts = [f"{k}: {samples[k]}" for k in ("n", "source", "seed", "prompts") if k in samples]
+        facts = [f"{k}: {samples[k]}" for k in ("n", "source", "seed", "prompts", "sampler", "steps", "guidance_scale")
+                 if k in samples]  # fmt: skip
         if facts:
             parts += ["Generated images: " + "; ".join(str(f) for f in facts) + ".", ""]
     if any(_random(m) for m in metrics.values() if isinstance(m, Mapping)):
@@ -424,16 +425,76 @@ def write_report(
     return written
 
 
+def _job_key(folder: Path) -> tuple[int, str]:
+    return (int(folder.name), "") if folder.name.isdigit() else (1 << 30, folder.name)
+
+
+def sweep_runs(sweep_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """``(job folder, metrics)`` of every job of a multirun (a subfolder holding a ``metrics.json``), in job order."""
+    root = Path(sweep_dir)
+    folders = sorted((p.parent for p in root.glob("*/metrics.json")), key=_job_key)
+    if not folders:
+        raise FileNotFoundError(f"no job folder with a metrics.json in {root}: was it the out_dir of a multirun (-m)?")
+    return list(zip(folders, load_metrics(folders), strict=True))
+
+
+def write_sweep_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
+                       title: str = "Guidance-scale sweep") -> dict[str, Path]:  # fmt: skip
+    """``report.md`` of a multirun's folder: one row per job (its guidance scale, FIDs, alignment, a link to
+    its own report) and, when the jobs measured a FID and alignment, FID against alignment
+    (``figures/guidance_sweep.png``)."""
+    root = Path(sweep_dir)
+    out = Path(out_dir) if out_dir is not None else root
+    runs = sweep_runs(root)
+
+    def num(v: Any, d: int) -> str:
+        return "n/a" if not isinstance(v, int | float) else f"{v:.{d}f}"
+
+    rows = []
+    for folder, m in runs:
+        job = folder.relative_to(root) if folder.is_relative_to(root) else folder
+        link = f"[{job}]({job}/report.md)" if (folder / "report.md").is_file() else str(job)
+        g = guidance_scale_of(m)
+        rows.append((link, "n/a" if g is None else f"{g:g}", _get(m, "settings", "sampling", "sampler") or "",
+                     _get(m, "settings", "sampling", "steps") or "", num(_get(m, "fid", "value"), 3),
+                     num(_get(m, "fid_raddino", "value"), 2), num(_get(m, "alignment", "mean"), 4),
+                     _get(m, "samples", "n") or ""))  # fmt: skip
+    parts = [f"# {title}", "", f"{len(runs)} runs of `python -m cxr_ldm.evaluate -m` in `{root}`.", "",
+             markdown_table(("job", "guidance scale", "sampler", "steps", "FID (DenseNet)", "FID (RAD-DINO)",
+                             "alignment", "images"), rows), ""]  # fmt: skip
+    written: dict[str, Path] = {}
+    metrics = [m for _, m in runs]
+    if all(guidance_scale_of(m) is not None for m in metrics) and (points := sweep_points(metrics)):
+        written["guidance_sweep"] = plot_guidance_sweep(points, out / "figures" / "guidance_sweep.png")
+        parts += ["## FID against alignment", "", "![guidance sweep](figures/guidance_sweep.png)", ""]
+    if any(_random(v) for m in metrics for v in m.values() if isinstance(v, Mapping)):
+        parts += [f"**Some numbers come from random network weights ({RANDOM_FLAG}); never report them.**", ""]
+    out.mkdir(parents=True, exist_ok=True)
+    report = out / "report.md"
+    tmp = report.with_name(".report.md.tmp")
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    tmp.replace(report)
+    written["report"] = report
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cxr_ldm.evaluation.report RUN [--sweep RUN ...] [--out DIR]``: (re)write a run's report,
-    e.g. after a ``-m sampling.guidance_scale=...`` sweep, whose job folders each hold a ``metrics.json``."""
+    e.g. after a ``-m sampling.guidance_scale=...`` sweep, whose job folders each hold a ``metrics.json``;
+    ``--sweep-dir DIR`` (re)writes the report of a whole multirun folder instead."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m cxr_ldm.evaluation.report", description=main.__doc__)
-    parser.add_argument("run", help="a metrics.json, or the folder holding it")
+    parser.add_argument("run", nargs="?", help="a metrics.json, or the folder holding it")
+    parser.add_argument("--sweep-dir", default=None, help="a multirun's out_dir: report over all its jobs")
     parser.add_argument("--sweep", nargs="+", default=None, help="metrics.json files or folders of a sweep")
     parser.add_argument("--out", default=None, help="where report.md goes (default: the run's folder)")
     args = parser.parse_args(argv)
+    if args.sweep_dir:
+        print(write_sweep_report(args.sweep_dir, args.out)["report"])
+        return 0
+    if not args.run:
+        parser.error("give RUN (a metrics.json or its folder) or --sweep-dir DIR")
     (metrics,) = load_metrics([args.run])
     run = Path(args.run)
     out = Path(args.out) if args.out else (run if run.is_dir() else run.parent)

@@ -3,7 +3,7 @@
 Options and inputs are checked and every feature network is loaded before anything slow happens (missing
 inputs or weights files stop the command first); generated images are sampled into ``out_dir/samples`` and
 read back like any folder; ``metrics.json`` is rewritten after every measure, so a long run that fails late
-keeps what it measured; the table is printed last.
+keeps what it measured; the table is printed and ``report.md`` written last.
 """
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cxr_ldm.evaluation.context import Context
-from cxr_ldm.evaluation.generate import folder_sources, load_pipeline, sample_set
+from cxr_ldm.evaluation.generate import folder_sources, grid_rows, load_pipeline, sample_set
 from cxr_ldm.evaluation.inputs import GENERATED, EvaluationError, Inputs, option
 from cxr_ldm.evaluation.networks import load_networks
 from cxr_ldm.evaluation.registry import MEASURES, networks_for
+from cxr_ldm.evaluation.report import write_report
 from cxr_ldm.evaluation.table import format_table
 from cxr_ldm.metrics.sources import native_size
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+SAMPLING_KEYS = ("sampler", "steps", "guidance_scale", "eta", "timestep_spacing")
 
 __all__ = ["METRICS_FILE", "Evaluation", "EvaluationError", "run_evaluation"]
 
@@ -43,10 +45,12 @@ class Evaluation:
         self.networks = load_networks(networks_for(self.names, self.inputs), cfg, self.inputs.device)
         self.metrics: dict[str, Any] = {}
         self.ctx: Context | None = None
+        self.grid: list[tuple[str, list[Path]]] = []
+        self.payload: dict[str, Any] = {}
 
     def _generated(self) -> Context:
         inputs = self.inputs
-        fake, samples, sources = None, {}, None
+        fake, samples, sources, pipe = None, {}, None, None
         if any(GENERATED in MEASURES[name].needs for name in self.names):
             if inputs.fake_dir is not None:
                 fake, samples = inputs.fake_folder()
@@ -54,7 +58,8 @@ class Evaluation:
             else:
                 pipe = load_pipeline(inputs)
                 fake, samples, sources = sample_set(inputs, pipe)
-                del pipe
+        self.grid = grid_rows(inputs, pipe, fake)
+        del pipe
         size = option(self.cfg, "image_size")
         if not size:
             first = fake if fake is not None else inputs.real
@@ -69,15 +74,34 @@ class Evaluation:
             "metrics": self.names, "image_size": ctx.image_size if ctx else None, "seed": self.inputs.seed,
             "n_real": option(self.cfg, "n_real"), "real": real.name if real is not None else None,
             "device": str(self.inputs.device), "xrv_weights": xrv.weights_label if xrv is not None else None,
+            "sampling": self._sampling(),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }  # fmt: skip
         samples = ctx.samples if ctx else None
         payload = {**self.metrics, "samples": samples or None, "settings": settings}
+        self.payload = payload
         path = self.out_dir / METRICS_FILE
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
         tmp.replace(path)
         return path
+
+    def _sampling(self) -> dict[str, Any]:
+        """The sampling settings the generated images were made with (resolved: the model's defaults filled
+        in), else the configured ones: what a guidance-scale sweep's report reads."""
+        samples = self.ctx.samples if self.ctx else {}
+        resolved = {k: samples[k] for k in SAMPLING_KEYS if k in samples}
+        return resolved or self.inputs.sampling.as_dict()
+
+    def _report(self) -> Path | None:
+        if not option(self.cfg, "report.enabled"):
+            return None
+        inputs = self.inputs
+        source = inputs.model_path or inputs.fake_dir
+        name = option(self.cfg, "report.model_name") or (source.name if source is not None else "this model")
+        written = write_report(self.payload, self.out_dir, sample_rows=self.grid or None,
+                               title=str(option(self.cfg, "report.title")), model_name=str(name))  # fmt: skip
+        return written["report"]
 
     def run(self) -> dict[str, Any]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +115,9 @@ class Evaluation:
             self._write()
         print(format_table(self.metrics, self.names))
         print(f"wrote {self.out_dir / METRICS_FILE}")
+        report = self._report()
+        if report is not None:
+            print(f"wrote {report}")
         return self.metrics
 
 

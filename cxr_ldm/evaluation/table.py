@@ -1,4 +1,4 @@
-"""The printed summary of an evaluation: one line per metric, beside the published reference figures."""
+"""The printed summary of an evaluation: one line per measure, beside the published reference figures."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ REFERENCE = {
     "recon": "MS-SSIM 0.9789 (5,000 test images)",
     "diversity": "generated 0.4083 / real 0.4046",
     "fid": "9.02 (1,000 vs 1,000; other protocol, not comparable)",
+    "fid_raddino": "CheXGenBench: 54.23 (Sana) .. 186.53 (SD V2-1)",
 }
 
 
@@ -42,7 +43,43 @@ def _line(name: str, m: dict[str, Any]) -> str:
         g, r = m["generated_to_train"]["quantiles"]["0.5"], m["real_test_to_train"]["quantiles"]["0.5"]
         return (f"near-copies {m['n_near_copies']}/{m['generated_to_train']['n']}; median NN distance "
                 f"generated {g:.4f} vs real test {r:.4f}")  # fmt: skip
+    if name == "fid_raddino":
+        return f"{_fmt(m['value'], '.3f')}  ({m['n_real']} real vs {m['n_generated']} generated)"
+    if name == "kid_raddino":
+        return f"{_fmt(m['mean'], '.5f')} +- {_fmt(m['std'], '.5f')}  ({m['subsets']} subsets of {m['subset_size']})"
+    if name == "prdc":
+        sets = [(k, v) for k, v in m.items() if isinstance(v, dict) and "precision" in v]
+        return "; ".join(f"{k}: P {_fmt(v['precision'], '.3f')} R {_fmt(v['recall'], '.3f')} "
+                         f"D {_fmt(v['density'], '.3f')} C {_fmt(v['coverage'], '.3f')}" for k, v in sets)  # fmt: skip
+    if name == "alignment":
+        return f"mean {_fmt(m['mean'])} +- {_fmt(m['std'])}  (n={m['n']})"
+    if name == "reid":
+        real = (m.get("real_test_to_train") or {}).get("mean")
+        return (f"mean {_fmt(m['mean'], '.3f')} max {_fmt(m['max'], '.3f')}, "
+                f"{m['n_above_threshold']}/{m['n_generated']} above {m['threshold']:g}; "
+                f"real test mean {_fmt(real, '.3f')}")  # fmt: skip
+    if name == "per_pathology":
+        labels = m["labels"].values()
+        with_fid = [e for e in labels if e.get("fid") is not None]
+        rates = [e["adherence"]["generated"]["rate"] for e in labels
+                 if e.get("adherence") and e["adherence"]["generated"]["rate"] is not None]  # fmt: skip
+        mean_rate = sum(rates) / len(rates) if rates else None
+        return (f"FID for {len(with_fid)}/{len(m['labels'])} labels; mean positive rate on generated "
+                f"{_fmt(mean_rate, '.3f')} ({len(rates)} labels)")  # fmt: skip
     return str(m)
+
+
+def _random_weights(m: dict[str, Any]) -> str:
+    """The flag of a result made with random weights (DenseNet, or any network's protocol)."""
+    if m.get("xrv_weights") == RANDOM_WEIGHTS_LABEL:
+        return "  [RANDOM xrv weights: plumbing only]"
+    def random(protocol: Any) -> bool:
+        return isinstance(protocol, dict) and protocol.get("weights") == RANDOM_WEIGHTS_LABEL
+
+    if random(m.get("protocol")):
+        return "  [RANDOM weights: plumbing only]"
+    parts = [k for k, v in m.items() if isinstance(v, dict) and random(v.get("protocol"))]  # e.g. prdc's sets
+    return f"  [RANDOM weights ({', '.join(parts)}): plumbing only]" if parts else ""
 
 
 def format_table(metrics: dict[str, Any], names: list[str]) -> str:
@@ -52,9 +89,7 @@ def format_table(metrics: dict[str, Any], names: list[str]) -> str:
         if name not in metrics:
             continue
         m = metrics[name]
-        value = _line(name, m)
-        if m.get("xrv_weights") == RANDOM_WEIGHTS_LABEL:
-            value += "  [RANDOM xrv weights: plumbing only]"
+        value = _line(name, m) + _random_weights(m)
         rows.append((name, value, REFERENCE.get(name, "")))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
