@@ -82,8 +82,9 @@ def main(cfg: DictConfig) -> None:
         f"  samples:            {samples} (samples.json lists file, prompt, seed and sampling settings)",
         f"sample again with: python -m cxr_ldm.sample model={model} prompts='[\"Small left pleural effusion.\"]' "
         f"out_dir={out / 'more_samples'}",
-        f"export it with:    python -m cxr_ldm.export ckpt={model} out_dir={out / 'exported'}",
     ]
+    if trained is not None:
+        lines.append(f"export it with:    python -m cxr_ldm.export ckpt={model} out_dir={out / 'exported'}")
     print("\n".join(lines))
 
 if __name__ == "__main__":

@@ -35,3 +35,11 @@ def test_demo_end_to_end_and_resume(tmp_path):
     again = run_module("cxr_ldm.demo", *args, cwd=tmp_path)
     assert again.returncode == 0
     assert "aekl: " in again.stdout and "exists, skipped" in again.stdout
+
+    # model=: the demo samples its prompts from a given model and trains nothing
+    other = tmp_path / "other"
+    given = run_module("cxr_ldm.demo", f"out_dir={other}", f"model={out / 'ldm.ckpt'}", "n_per_prompt=1",
+                       "sampling.steps=2", cwd=tmp_path)  # fmt: skip
+    assert given.returncode == 0, given.stderr[-3000:]
+    assert not (other / "runs").exists() and not (other / "ldm.ckpt").exists()
+    assert len(json.loads((other / "samples" / "samples.json").read_text())["images"]) == 5

@@ -119,3 +119,26 @@ def test_option_errors_name_the_option(tmp_path: Path, trained_ldm_ckpt: Path):
     with pytest.raises(PromptError, match="prompts_file="):
         collect_prompts([], str(tmp_path / "none.txt"))
     assert collect_prompts("One prompt.", None) == ["One prompt."]
+
+
+def test_wrong_models_are_one_line_and_write_nothing(tmp_path: Path, trained_ldm_ckpt: Path):
+    """A folder of the wrong kind, or an export whose UNet does not fit its text encoder: one line, no out_dir."""
+    not_a_model = tmp_path / "notes"
+    not_a_model.mkdir()
+    (not_a_model / "readme.txt").write_text("not a model")
+    exported = CXRLDMPipeline.load(trained_ldm_ckpt).save_pretrained(tmp_path / "exported")
+    unet_config = exported / "unet" / "config.json"
+    config = json.loads(unet_config.read_text())
+    config["cross_attention_dim"] = 32
+    unet_config.write_text(json.dumps(config))
+    cases = [
+        (not_a_model, "is a folder of neither known kind: expected an exported model (model_index.json)"),
+        (exported, "the text encoder gives 64-wide tokens but the UNet's cross_attention_dim is 32"),
+    ]
+    for model, message in cases:
+        out = tmp_path / f"out_{model.name}"
+        result = sample_cli(f"model={model}", "prompts=[Effusion]", f"out_dir={out}", cwd=tmp_path)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last, last
+        assert not (out / "samples.json").exists() and not list(out.glob("*.png"))
