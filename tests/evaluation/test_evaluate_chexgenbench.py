@@ -83,11 +83,11 @@ def test_chexgenbench_measures_end_to_end(tmp_path: Path, trained_ldm_ckpt: Path
                                           biovil_folder: Path, reid_file: Path):  # noqa: F811  # fmt: skip
     out = tmp_path / "eval"
     result = run_module(
-        "cxr_ldm.evaluate", f"out_dir={out}", f"metrics=[{','.join(NEW_MEASURES)}]", f"model={trained_ldm_ckpt}",
+        "cxr_ldm.evaluate", f"out_dir={out}", f"metrics=[fid,{','.join(NEW_MEASURES)}]", f"model={trained_ldm_ckpt}",
         f"data_dir={phantom32}", f"raddino_weights={raddino_dir}", f"alignment_weights={biovil_folder}",
         f"reid_weights={reid_file}", "allow_random_xrv=true", f"cache_dir={tmp_path / 'cache'}", "n_real=null",
         "sampling.n=8", "sampling.steps=2", "sampling.batch_size=4", "sampling.seed=5", "kid_raddino.subsets=3",
-        "kid_raddino.subset_size=4", "reid.n_train=12", "per_pathology.min_images=2", "report.images_per_prompt=2",
+        "kid_raddino.subset_size=4", "reid.n_train=8", "per_pathology.min_images=2", "report.images_per_prompt=2",
         f"report.prompts=[{','.join(GRID_PROMPTS)}]", "batch_size=8", "num_workers=0", "device=cpu",
         "progress=false", cwd=tmp_path, env={**SINGLE_THREAD, "HOME": str(tmp_path)}, timeout=600,
     )  # fmt: skip
@@ -99,9 +99,10 @@ def test_chexgenbench_measures_end_to_end(tmp_path: Path, trained_ldm_ckpt: Path
     assert len(generated) == 8
 
     # the protocol of every measure: its network, the weights and their hash, the counts, the seeds
-    for name in NEW_MEASURES:
+    for name in ["fid", *NEW_MEASURES]:
         protocol = metrics[name]["protocol"]
         assert protocol["seed"] == 0 and protocol["generated_seeds"]["first"] == 5, name
+    assert metrics["fid"]["protocol"]["weights"] == RANDOM_WEIGHTS_LABEL and metrics["fid"]["protocol"]["n_real"] == len(test)
     assert metrics["fid_raddino"]["protocol"]["weights"] == str(raddino_dir.resolve())
     assert len(metrics["fid_raddino"]["protocol"]["weights_sha256"]) == 64
     assert metrics["alignment"]["protocol"]["weights"] == str(biovil_folder.resolve())
@@ -128,9 +129,9 @@ def test_chexgenbench_measures_end_to_end(tmp_path: Path, trained_ldm_ckpt: Path
     assert metrics["alignment"]["n"] == 8 and list(per_image["prompt"]) == [r["prompt"] for r in manifest["images"]]
     assert metrics["alignment"]["mean"] == pytest.approx(per_image["score"].mean())
 
-    # re-identification: against 12 training images, real test images as the baseline
+    # re-identification: against 8 training images, real test images as the baseline
     reid = metrics["reid"]
-    assert (reid["n_generated"], reid["n_train"], reid["real_test_to_train"]["n"]) == (8, 12, len(test))
+    assert (reid["n_generated"], reid["n_train"], reid["real_test_to_train"]["n"]) == (8, 8, len(test))
     assert 0 <= reid["mean"] <= reid["max"] <= 1
 
     # per pathology: each generated image carries the labels of the study its prompt came from
