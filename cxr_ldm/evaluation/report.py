@@ -369,17 +369,21 @@ def write_report(
     guidance_scales: Sequence[float] | None = None,
     title: str = "Evaluation report",
     model_name: str = "this model",
+    notes: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write ``out_dir/report.md`` and the figures it embeds; returns ``{"report": ..., <figure>: ...}``.
 
     ``sample_rows``: ``(prompt, [image files])`` per row of the sample grid (``figures/samples.png``).
     ``sweep``: the ``metrics.json`` dicts of a guidance-scale sweep (this run may be one of them) for
     ``figures/guidance_sweep.png``. Figures are only drawn for what is given / present in ``metrics``.
+    ``notes``: paragraphs printed under the title (e.g. how the run was made and what its numbers can mean).
     """
     out = Path(out_dir)
     fig_dir = out / "figures"
     written: dict[str, Path] = {}
     parts = [f"# {title}", ""]
+    for note in notes:
+        parts += [str(note), ""]
     samples = metrics.get("samples")
     if isinstance(samples, Mapping):
         facts = [f"{k}: {samples[k]}" for k in ("n", "source", "seed", "prompts", "sampler", "steps", "guidance_scale")
@@ -478,6 +482,18 @@ def write_sweep_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
     return written
 
 
+def grid_rows_of(folder: str | Path) -> list[tuple[str, list[Path]]]:
+    """The sample-grid rows an evaluation sampled into ``folder`` (``report_samples/``): its images grouped by
+    prompt, in order; ``[]`` when the folder has no ``samples.json``."""
+    manifest = Path(folder) / "samples.json"
+    if not manifest.is_file():
+        return []
+    rows: dict[str, list[Path]] = {}
+    for record in json.loads(manifest.read_text(encoding="utf-8")).get("images", []):
+        rows.setdefault(str(record.get("prompt", "")), []).append(Path(folder) / record["file"])
+    return list(rows.items())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cxr_ldm.evaluation.report RUN [--sweep RUN ...] [--out DIR]``: (re)write a run's report,
     e.g. after a ``-m sampling.guidance_scale=...`` sweep, whose job folders each hold a ``metrics.json``;
@@ -499,7 +515,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = Path(args.run)
     out = Path(args.out) if args.out else (run if run.is_dir() else run.parent)
     sweep = load_metrics(args.sweep) if args.sweep else None
-    written = write_report(metrics, out, sweep=sweep)
+    options = _get(metrics, "settings", "config", "report") or {}  # as the evaluation wrote it
+    run_dir = run if run.is_dir() else run.parent
+    extra = {k: options[k] for k in ("title", "notes") if options.get(k)}
+    source = _get(metrics, "samples", "model") or _get(metrics, "samples", "path")
+    if options.get("model_name") or source:  # as the evaluation named it: the option, else the model's file name
+        extra["model_name"] = str(options.get("model_name") or Path(str(source)).name)
+    written = write_report(metrics, out, sample_rows=grid_rows_of(run_dir / "report_samples") or None, sweep=sweep,
+                           **extra)  # fmt: skip
     print(written["report"])
     return 0
 

@@ -100,7 +100,8 @@ class Evaluation:
         source = inputs.model_path or inputs.fake_dir
         name = option(self.cfg, "report.model_name") or (source.name if source is not None else "this model")
         written = write_report(self.payload, self.out_dir, sample_rows=self.grid or None,
-                               title=str(option(self.cfg, "report.title")), model_name=str(name))  # fmt: skip
+                               title=str(option(self.cfg, "report.title")), model_name=str(name),
+                               notes=list(option(self.cfg, "report.notes") or []))  # fmt: skip
         return written["report"]
 
     def run(self) -> dict[str, Any]:

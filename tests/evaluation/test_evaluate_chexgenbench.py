@@ -22,6 +22,7 @@ from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance
 from transformers import AutoImageProcessor, AutoModel
 
+from cxr_ldm.evaluation.report import main as report_main
 from cxr_ldm.evaluation.runner import Evaluation, EvaluationError
 from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL
 from cxr_ldm.metrics.per_pathology import CHEXPERT_LABELS, label_column
@@ -155,6 +156,11 @@ def test_chexgenbench_measures_end_to_end(tmp_path: Path, trained_ldm_ckpt: Path
         "p00_s00.png", "p00_s01.png", "p01_s00.png", "p01_s01.png"
     ]  # fmt: skip
     assert "fid_raddino" in result.stdout and "report.md" in result.stdout
+
+    # the report command writes the same report again from metrics.json and the grid's folder
+    (out / "report.md").unlink()
+    assert report_main([str(out)]) == 0
+    assert (out / "report.md").read_text() == report
 
 
 def compose_evaluate(*overrides: str):
