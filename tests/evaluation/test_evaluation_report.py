@@ -176,3 +176,10 @@ def test_command_line_rewrites_a_report_with_a_sweep(tmp_path: Path, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "g7" / "report.md")
     text = (tmp_path / "g7" / "report.md").read_text()
     assert "| 2 | 82.00 | RAD-DINO | 0.1000 |" in text and (tmp_path / "g7" / "figures" / "guidance_sweep.png").is_file()
+
+
+def test_notes_follow_the_title(tmp_path: Path):
+    notes = ["The feature networks were random.", "Phantom data, 64 px."]
+    text = write_report({"fid": {"value": 3.0, "n_real": 2, "n_generated": 2}}, tmp_path, title="T",
+                        notes=notes)["report"].read_text()  # fmt: skip
+    assert text.startswith("# T\n\nThe feature networks were random.\n\nPhantom data, 64 px.\n\n")
