@@ -1,4 +1,4 @@
-"""Where callback pictures go: always a PNG in the run folder; TensorBoard; wandb only when allowed.
+"""Where callback pictures go: always a PNG in the run folder; TensorBoard and wandb only when allowed.
 
 Dataset images (and reconstructions, which are close copies of them) must not leave the machine by default:
 MIMIC-CXR's data use agreement forbids sharing them. Generated samples may be uploaded.
@@ -36,12 +36,16 @@ def image_dir(trainer: Trainer, name: str) -> Path:
 def write_and_log_grid(
     trainer: Trainer, grid: np.ndarray, folder: Path, tag: str, upload: bool, caption: str | None = None
 ) -> Path:
-    """Save ``folder/epoch_XXXX.png``; log to TensorBoard; to wandb when ``upload`` or the run stays local."""
+    """Save ``folder/epoch_XXXX.png``; log it to TensorBoard and wandb only when ``upload`` (dataset images:
+    ``log_dataset_images=true``). An offline wandb run is uploaded later by ``wandb sync`` and TensorBoard
+    folders get shared, so neither is a place for dataset images by default; the PNG stays on local disk."""
     path = save_png(grid, folder / f"epoch_{trainer.current_epoch:04d}.png")
+    if not upload:
+        return path
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(tag, grid, global_step=trainer.global_step, dataformats="HW")
-        elif isinstance(logger, WandbLogger) and (upload or not wandb_run_uploads(logger.experiment)):
+        elif isinstance(logger, WandbLogger):
             kwargs = {"caption": [caption]} if caption else {}
             logger.log_image(key=tag, images=[grid], step=trainer.global_step, **kwargs)
     return path

@@ -3,9 +3,9 @@
 The callback keeps the first validation batch, reconstructs it with ``pl_module.reconstruct(images)`` (any
 module with that method; for the autoencoder the decoded posterior mean, 0..1) under ``no_grad`` and writes
 one grayscale PNG: the inputs in the top row, their reconstructions below. The PNG always goes to
-``<log_dir>/reconstructions/epoch_XXXX.png``. TensorBoard gets it as an image. Weights & Biases gets it only
-when the run does not upload (offline/disabled) or when ``log_dataset_images=True``: MIMIC-CXR's data use
-agreement forbids sharing dataset images with third parties, and reconstructions are close copies of them.
+``<log_dir>/reconstructions/epoch_XXXX.png``. TensorBoard and Weights & Biases (offline runs too: ``wandb sync``
+uploads them later) get it only when ``log_dataset_images=True``: MIMIC-CXR's data use agreement forbids sharing
+dataset images with third parties, and reconstructions are close copies of them.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def test_grid_layout_and_values() -> None:
 
 def test_png_per_epoch_and_tensorboard_image(tmp_path: Path) -> None:
     logger = TensorBoardLogger(tmp_path, name="tb")
-    callback = ReconstructionGridCallback(every_n_epochs=1, max_images=3)
+    callback = ReconstructionGridCallback(every_n_epochs=1, max_images=3, log_dataset_images=True)
     trainer, module, val_images = _fit(tmp_path, callback, epochs=2, logger=logger)
 
     out_dir = Path(logger.log_dir) / "reconstructions"
@@ -154,17 +154,33 @@ def test_wandb_upload_gate_assumes_upload_when_unknown() -> None:
     assert wandb_run_uploads(object()) is True
 
 
-def test_offline_wandb_run_gets_the_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dataset_images_reach_no_logger_by_default(tmp_path: Path) -> None:
+    """Offline wandb runs are synced later and TensorBoard folders get shared: only the local PNG is written."""
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    _fit(tmp_path, ReconstructionGridCallback(max_images=2), epochs=1, logger=logger)
+    assert (Path(logger.log_dir) / "reconstructions" / "epoch_0000.png").is_file()
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    assert events.Tags()["images"] == []
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["default", "log_dataset_images"])
+def test_offline_wandb_run_gets_the_grid_only_when_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allowed: bool
+) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")  # also restores what WandbLogger writes into WANDB_MODE
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     logger = WandbLogger(save_dir=str(tmp_path), project="cxr-ldm-test")
     try:
         assert wandb_run_uploads(logger.experiment) is False
-        _fit(tmp_path, ReconstructionGridCallback(max_images=2), epochs=1, logger=logger)
+        _fit(tmp_path, ReconstructionGridCallback(max_images=2, log_dataset_images=allowed), epochs=1, logger=logger)
     finally:
         wandb.finish()
     media = list(tmp_path.glob("wandb/offline-run-*/files/media/images/val/reconstructions_*.png"))
+    assert (tmp_path / "reconstructions" / "epoch_0000.png").exists()  # WandbLogger's save_dir is the log dir
+    if not allowed:
+        assert media == []
+        return
     assert len(media) == 1
     assert np.asarray(Image.open(media[0])).shape[:2] == (2 * SIZE + 3 * PAD, 2 * SIZE + 3 * PAD)
-    assert (tmp_path / "reconstructions" / "epoch_0000.png").exists()  # WandbLogger's save_dir is the log dir
