@@ -6,7 +6,8 @@ import hydra
 from omegaconf import DictConfig
 
 from cxr_ldm.data.preparation import prepare_dataset
-from cxr_ldm.utils.cli import require_options
+from cxr_ldm.utils.atomic import DiskFullError
+from cxr_ldm.utils.cli import require_options, run_command
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
@@ -20,14 +21,12 @@ def main(cfg: DictConfig) -> None:
         },
         "cxr_ldm.prepare",
     )
-    result = prepare_dataset(
-        mimic_root=cfg.mimic_root,
-        reports=cfg.reports,
-        out_dir=cfg.out_dir,
-        size=cfg.size,
-        num_workers=cfg.num_workers,
-        views=cfg.views,
-    )
+    # a wrong path or option, a full disk: one line, no traceback
+    result = run_command(
+        lambda c: prepare_dataset(mimic_root=c.mimic_root, reports=c.reports, out_dir=c.out_dir, size=c.size,
+                                  num_workers=c.num_workers, views=c.views),
+        cfg, user_errors=(ValueError, FileNotFoundError, DiskFullError),
+    )  # fmt: skip
     skipped = ", ".join(f"{k}={len(v)}" for k, v in result.skipped.items() if v) or "none"
     print(
         f"kept {result.kept} images ({result.resized} resized, {result.reused} reused from an earlier run) "

@@ -75,10 +75,16 @@ def test_ckpt_path_resolution(tmp_path):
     torch.save({"global_step": 1}, older)
     assert resolve_ckpt_path("last", run) == str(older)
     last = run / "checkpoints" / "last.ckpt"
-    torch.save({"global_step": 2}, last)
+    torch.save({"global_step": 1}, last)
+    assert resolve_ckpt_path("last", run) == str(last)  # the same step: last.ckpt
+    newer = run / "checkpoints" / "epoch_001.ckpt"
+    torch.save({"global_step": 2}, newer)  # written, then the job died before its last.ckpt
+    assert resolve_ckpt_path("last", run) == str(newer)
+    newer.write_bytes(newer.read_bytes()[:-40])  # truncated (e.g. copied incompletely): skipped
     assert resolve_ckpt_path("last", run) == str(last)
-    last.write_bytes(last.read_bytes()[:-40])  # truncated (e.g. copied incompletely): the older one is used
-    assert resolve_ckpt_path("last", run) == str(older)
+    (run / "checkpoints" / ".last.ckpt.999999.tmp").write_bytes(b"half")  # a killed writer's temporary file
+    resolve_ckpt_path("last", run)
+    assert not (run / "checkpoints" / ".last.ckpt.999999.tmp").exists()
     with pytest.raises(FileNotFoundError, match="ckpt_path=/nope.ckpt"):
         resolve_ckpt_path("/nope.ckpt", run)
 

@@ -39,7 +39,8 @@ from cxr_ldm.data.phantom_render import (
     sample_anatomy,
 )
 from cxr_ldm.data.phantom_reports import CHEXPERT_COLUMNS, write_report
-from cxr_ldm.utils.cli import require_options
+from cxr_ldm.utils.atomic import DiskFullError, atomic_write, atomic_write_bytes, atomic_write_text
+from cxr_ldm.utils.cli import require_options, run_command
 
 __all__ = [
     "FINDING_COLUMNS",
@@ -206,7 +207,9 @@ def _make_study(task: _StudyTask) -> dict[str, Any]:
             img = render_pa(findings, rng, task.size, height, anatomy, ap=view == "AP")
         path = out / image_relpath(task.subject_id, task.study_id, dicom_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img, mode="L").save(path, format="JPEG", quality=_JPEG_QUALITY)
+        picture = Image.fromarray(img, mode="L")
+        atomic_write(path, lambda h, p=picture: p.save(h, format="JPEG", quality=_JPEG_QUALITY), what="phantom image",
+                     durable=False)  # fmt: skip
         meta_rows.append({
             "dicom_id": dicom_id, "subject_id": task.subject_id, "study_id": task.study_id,
             "PerformedProcedureStepDescription": exam, "ViewPosition": view, "Rows": img.shape[0],
@@ -222,7 +225,7 @@ def _make_study(task: _StudyTask) -> dict[str, Any]:
     if task.has_report:
         report = out / "reports" / report_relpath(task.subject_id, task.study_id)
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(text, encoding="utf-8")
+        atomic_write_text(report, text, what="phantom report", durable=False)
         chexpert = {"subject_id": task.subject_id, "study_id": task.study_id,
                     **{c: labels.get(c, np.nan) for c in CHEXPERT_COLUMNS}}  # fmt: skip
     return {"meta": meta_rows, "truth": truth_rows, "chexpert": chexpert}
@@ -236,9 +239,7 @@ def _make_study(task: _StudyTask) -> dict[str, Any]:
 def _write_csv_gz(frame: pd.DataFrame, path: Path) -> None:
     """gzip without a timestamp or file name in the header, so equal content gives equal bytes."""
     data = frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, gzip.compress(data, compresslevel=6, mtime=0), what="phantom table")
 
 
 def generate_phantom(
@@ -326,7 +327,8 @@ def load_ground_truth(out_dir: str | Path) -> pd.DataFrame:
 def main(cfg: DictConfig) -> dict[str, Any]:
     require_options(cfg, {"out_dir": "the folder to write the phantom MIMIC-CXR-JPG tree into"},
                     "cxr_ldm.data.phantom")  # fmt: skip
-    summary = generate_phantom(cfg.out_dir, cfg.n_studies, cfg.size, cfg.seed, cfg.num_workers)
+    summary = run_command(lambda c: generate_phantom(c.out_dir, c.n_studies, c.size, c.seed, c.num_workers), cfg,
+                          user_errors=(ValueError, FileNotFoundError, DiskFullError))  # one line, no traceback
     print(
         f"wrote {summary['n_studies']} studies ({summary['n_images']} images, {summary['n_reports']} reports, "
         f"{summary['n_subjects']} subjects) to {summary['out_dir']} in {summary['seconds']} s"

@@ -1,8 +1,10 @@
 """Turn a MIMIC-CXR-JPG tree plus the MIMIC-CXR reports into a training-ready folder.
 
 Output (``out_dir``): ``images/...png`` (shorter side = ``size``, orientation exactly as the source),
-``train.csv`` / ``validate.csv`` / ``test.csv`` and ``prepare_report.json``. Images are written
-atomically, so a re-run after an interruption skips every finished image instead of redoing it.
+``train.csv`` / ``validate.csv`` / ``test.csv`` and ``prepare_report.json``. Every file is written
+atomically (``utils/atomic.py``), so a re-run after an interruption skips every finished image instead of
+redoing it, and a full disk stops the run with one line (how many images are done) and leaves only complete
+files.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 
 from cxr_ldm.data.mimic import SPLITS, ReportSource, image_relpath, read_chexpert, read_metadata
 from cxr_ldm.data.reports import parse_report, report_sentences
+from cxr_ldm.utils.atomic import DiskFullError, atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +77,12 @@ def _process_image(task: tuple[str, str, str, int]) -> tuple[str, str, int, int,
     try:
         with Image.open(src) as im:
             out = resize_shorter_side(im, size)
-        dst_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst_path.with_name(f".{dst_path.name}.{os.getpid()}.tmp")
-        out.save(tmp, format="PNG")
-        os.replace(tmp, dst_path)  # atomic: a finished file is always complete
-        return dicom_id, "resized", out.size[0], out.size[1], ""
     except (OSError, ValueError, SyntaxError) as err:  # PIL raises these for missing/truncated/corrupt files
         return dicom_id, "unreadable", 0, 0, f"{type(err).__name__}: {err}"
+    # a failed write (a full disk) is not the image's fault: it stops the run (atomic: a finished file is
+    # always complete, a failed one leaves nothing)
+    atomic_write(dst_path, lambda handle: out.save(handle, format="PNG"), what="prepared image", durable=False)
+    return dicom_id, "resized", out.size[0], out.size[1], ""
 
 
 def _map(tasks: list, num_workers: int) -> Iterable:
@@ -144,15 +146,21 @@ def prepare_dataset(
     counts = {"resized": 0, "reused": 0}
     errors: dict[str, str] = {}
     bar = tqdm(total=len(tasks), desc="prepare images", unit="img", disable=not progress)
-    for dicom_id, status, w, h, err in _map(tasks, num_workers):
-        bar.update()
-        if status == "unreadable":
-            skipped["unreadable_image"].append(dicom_id)
-            errors[dicom_id] = err
-        else:
-            counts[status] += 1
-            dims[dicom_id] = (w, h)
-    bar.close()
+    try:
+        for dicom_id, status, w, h, err in _map(tasks, num_workers):
+            bar.update()
+            if status == "unreadable":
+                skipped["unreadable_image"].append(dicom_id)
+                errors[dicom_id] = err
+            else:
+                counts[status] += 1
+                dims[dicom_id] = (w, h)
+    except DiskFullError as err:
+        done = counts["resized"] + counts["reused"]
+        raise DiskFullError(err.errno, f"{err} ({done} of {len(tasks)} images are written, complete, and a re-run "
+                                       f"reuses them)") from err  # fmt: skip
+    finally:
+        bar.close()
     skipped["unreadable_image"].sort()
 
     meta = meta[meta["dicom_id"].isin(dims.keys())].copy()
@@ -197,12 +205,8 @@ def _attach_chexpert(meta: pd.DataFrame, mimic_root: Path) -> pd.DataFrame:
 
 
 def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write_text(path, frame.to_csv(index=False), what="split file")
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text, what="report file")

@@ -57,8 +57,14 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], what: str = "file") -> Path:
-    """Write ``path`` through ``write(binary file)`` atomically (module docstring)."""
+def atomic_write(
+    path: str | Path, write: Callable[[IO[bytes]], object], what: str = "file", durable: bool = True
+) -> Path:
+    """Write ``path`` through ``write(binary file)`` atomically (module docstring).
+
+    ``durable=False`` skips the fsyncs: still complete-or-absent for a killed process (the kernel keeps what was
+    written), not across a power loss; for many small files that a re-run checks anyway (prepared images).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
@@ -66,7 +72,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], what: s
         with open(tmp, "wb") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as err:
         try:
@@ -76,16 +83,17 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], what: s
         if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
             raise DiskFullError(err.errno, describe_write_error(path, err, what)) from err
         raise
-    _fsync_folder(path.parent)
+    if durable:
+        _fsync_folder(path.parent)
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, what: str = "file") -> Path:
-    return atomic_write(path, lambda handle: handle.write(data), what)
+def atomic_write_bytes(path: str | Path, data: bytes, what: str = "file", durable: bool = True) -> Path:
+    return atomic_write(path, lambda handle: handle.write(data), what, durable)
 
 
-def atomic_write_text(path: str | Path, text: str, what: str = "file") -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"), what)
+def atomic_write_text(path: str | Path, text: str, what: str = "file", durable: bool = True) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), what, durable)
 
 
 def remove_stale_temporaries(folder: str | Path, pattern: str = ".*.tmp") -> list[Path]:

@@ -1,6 +1,7 @@
 """Checkpoint files: which one a run resumes from, whether a file is one, and writing them atomically.
 
-* :func:`resolve_ckpt_path`: ``ckpt_path=last`` -> the newest *complete* checkpoint of the run folder.
+* :func:`resolve_ckpt_path`: ``ckpt_path=last`` -> the complete checkpoint of the run folder furthest into
+  training.
 * :func:`inspect_checkpoint`: a truncated file, a file of another kind, a plain state dict, a checkpoint of the
   other stage or of another architecture gets one line naming the option, the file and the fix, before
   Lightning or ``torch.load`` would fail with a traceback.
@@ -140,12 +141,25 @@ def is_loadable(path: str | Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- resolution
+def checkpoint_step(path: str | Path) -> int | None:
+    """The ``global_step`` a complete checkpoint file holds; None for a file that is not one (truncated...)."""
+    if not is_loadable(path):
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(ckpt.get("global_step", -1)) if isinstance(ckpt, Mapping) else None
+    except Exception:  # a damaged member: not a checkpoint to resume
+        return None
+
+
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: str | Path) -> str | None:
     """``None`` -> start fresh; ``"last"`` -> the newest complete checkpoint of ``run_dir``; else the path itself.
 
-    ``last`` prefers ``checkpoints/last.ckpt`` and falls back to the newest complete ``*.ckpt`` in the run
-    (an incomplete file, e.g. written by another tool, is skipped with a warning); with no checkpoint at all
-    the run starts fresh (a requeued job that died before its first save resumes nothing), and says so.
+    ``last`` takes, among the complete ``checkpoints/*.ckpt`` of the run, the one furthest into training (its
+    ``global_step``; ``last.ckpt`` on a tie): a job killed after writing an epoch's checkpoint but before its
+    ``last.ckpt`` resumes from that epoch. An incomplete file (truncated by another tool) is skipped with a
+    warning, and stray temporary files of killed writers are removed. With no checkpoint at all the run starts
+    fresh (a requeued job that died before its first save resumes nothing), and says so.
     """
     if ckpt_path is None or str(ckpt_path) == "":
         return None
@@ -159,13 +173,15 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: str | Path) -> str | None:
         return str(path)
     ckpt_dir = Path(run_dir) / "checkpoints"
     remove_stale_temporaries(ckpt_dir)
-    found = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime) if ckpt_dir.is_dir() else []
-    last = ckpt_dir / "last.ckpt"
-    candidates = ([last] if last in found else []) + [p for p in reversed(found) if p != last]
-    for path in candidates:
-        if is_loadable(path):
-            return str(path)
-        log.warning("ckpt_path=last: %s is incomplete (truncated); trying an older checkpoint", path)
+    ranked = []
+    for path in sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []:
+        step = checkpoint_step(path)
+        if step is None:
+            log.warning("ckpt_path=last: %s is incomplete (truncated or not a checkpoint); skipping it", path)
+            continue
+        ranked.append((step, path.name == "last.ckpt", path.stat().st_mtime, path))
+    if ranked:
+        return str(max(ranked)[3])
     log.warning("ckpt_path=last: no checkpoint in %s yet; starting from scratch", ckpt_dir)
     return None
 

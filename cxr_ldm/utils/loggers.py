@@ -24,7 +24,7 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from cxr_ldm.utils.atomic import atomic_write_text
+from cxr_ldm.utils.atomic import NO_SPACE_ERRNOS, DiskFullError, atomic_write_text, describe_write_error
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +130,21 @@ class ResumableExperimentWriter(ExperimentWriter):
 
 
 def _append(path: str, text: str) -> None:
-    """Append in one write; on failure (a full disk) cut the file back, so no half row stays."""
-    with open(path, "ab") as handle:
-        size = handle.tell()
-        try:
-            handle.write(text.encode("utf-8"))
-            handle.flush()
-        except OSError:
-            handle.truncate(size)
-            raise
+    """Append in unbuffered writes; on failure (a full disk) cut the file back, so no half row stays."""
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    size = os.fstat(fd).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as err:
+        os.ftruncate(fd, size)
+        if err.errno in NO_SPACE_ERRNOS:
+            raise DiskFullError(err.errno, describe_write_error(path, err, "metrics file")) from err
+        raise
+    finally:
+        os.close(fd)
 
 
 class ResumableCSVLogger(CSVLogger):
