@@ -80,12 +80,17 @@ def compose_config(stage: str, nets: str, device: str, work: Path, overrides: li
         return compose(config_name="train", overrides=base + overrides)
 
 
-def write_weight_files(cfg: Any, stage: str, work: Path, text_weights: Path | None) -> list[str]:
+def write_weight_files(cfg: Any, stage: str, work: Path, text_weights: Path | None, notes: list[str]) -> list[str]:
     """Random-weight files in the real formats that the configs read; returns the overrides pointing at them."""
     from monai.networks.nets import AutoencoderKL
 
     out: list[str] = []
     if stage == "aekl" and cfg.model.perceptual_weight > 0:
+        try:
+            import lpips  # noqa: F401  (imports scipy)
+        except ImportError as error:
+            notes.append(f"perceptual term off on every side: lpips cannot be imported here ({error})")
+            return ["model.perceptual_weight=0"]
         import torchvision
 
         path = work / f"{cfg.model.perceptual_network}_backbone.pth"
@@ -230,10 +235,14 @@ class Ours:
         self.name, self.cfg, self.device, self.work = name, cfg, device, work
         torch.manual_seed(0)
         self.module = instantiate(cfg.model, _convert_="all")
+        model = OmegaConf.to_container(cfg.model, resolve=True)
+        self.speed = resolve_speed(model.get("speed"), model.get("compile"), device)
 
     def run(self, batches: DataLoader, window: Window) -> Timing:
         from lightning.pytorch.loggers import CSVLogger
 
+        # the global switches as this module's first fit set them (configure_model applies them once)
+        set_global_flags(self.speed.tf32, bool(self.cfg.trainer.get("benchmark") or False))
         trainer = instantiate(
             self.cfg.trainer, max_steps=window.warmup + window.steps, limit_val_batches=0, num_sanity_val_steps=0,
             enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(self.work),
@@ -512,15 +521,21 @@ def main() -> None:
     if args.image_size:
         common.append(f"data.image_size={args.image_size}")
     cfg = compose_config(args.stage, args.nets, args.device, work, common)
-    common += write_weight_files(cfg, args.stage, work, args.text_weights)
+    notes: list[str] = []
+    common += write_weight_files(cfg, args.stage, work, args.text_weights, notes)
     cfg = compose_config(args.stage, args.nets, args.device, work, common)
     batch_size, size = int(cfg.data.batch_size), int(cfg.data.image_size)
     n = batch_size * (args.warmup + args.steps)
 
     sides: dict[str, Any] = {"ours": Ours("ours", cfg, device, work)}
-    for variant in args.variant:
-        sides[f"ours[{variant}]"] = Ours(f"v{len(sides)}", compose_config(
-            args.stage, args.nets, args.device, work, common + variant.split()), device, work)  # fmt: skip
+    online_sides = set() if args.cache == "on" else {"ours", "plain"}
+    for variant in args.variant:  # Hydra overrides, plus "cache=off" / "cache=on" for the batches
+        tokens = [t for t in variant.split() if not t.startswith("cache=")]
+        name = f"ours[{variant}]"
+        sides[name] = Ours(f"v{len(sides)}", compose_config(args.stage, args.nets, args.device, work, common + tokens),
+                           device, work)  # fmt: skip
+        if "cache=off" in variant.split() or (args.cache == "off" and "cache=on" not in variant.split()):
+            online_sides.add(name)
     plain_cls = PlainLDM if args.stage == "ldm" else PlainAEKL
     for baseline in [b for b in args.baselines.split(",") if b and b != "none"]:
         if baseline not in ("plain", "reference"):
@@ -540,12 +555,13 @@ def main() -> None:
     results: dict[str, list[Timing]] = {name: [] for name in sides}
     for _ in range(args.rounds):  # alternate: drift and other load hit every side alike
         for name, side in sides.items():
-            data = online if name == "reference" else cached
+            data = online if name == "reference" or name in online_sides else cached
             window = Window(args.warmup, args.steps, device)
             results[name].append(side.run(loader(data, batch_size, device), window))
 
     latent = sides["ours"].module.latent_shape if args.stage == "ldm" else None
     report = summarise(args, cfg, device, batch_size, size, results, latent)
+    report["notes"] = notes
     print_report(report)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -564,9 +580,12 @@ def summarise(args, cfg, device, batch_size, size, results, latent) -> dict[str,
     if "ours" in rows:
         for row in rows.values():
             row["ours_over_this"] = rows["ours"]["images_per_s"] / row["images_per_s"]
-            row["per_round_ours_over_this"] = [a / b for a, b in zip(rows["ours"]["per_round"], row["per_round"], strict=True)]
+            per_round = [a / b for a, b in zip(rows["ours"]["per_round"], row["per_round"], strict=True)]
+            row["per_round_ours_over_this"] = per_round
+            row["median_round_ratio"] = statistics.median(per_round)
     report: dict[str, Any] = {
-        "stage": args.stage, "nets": args.nets, "device": str(device), "cache": args.cache, "compile": args.compile,
+        "stage": args.stage, "nets": args.nets, "device": str(device),
+        "cache": args.cache if args.stage == "ldm" else "n/a", "compile": args.compile,
         "batch_size": batch_size, "image_size": size, "steps": args.steps, "warmup": args.warmup,
         "rounds": args.rounds, "precision": cfg.trainer.precision, "torch": torch.__version__,
         "lightning": L.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
@@ -591,15 +610,18 @@ def print_report(report: dict[str, Any]) -> None:
             f"batch={report['batch_size']} size={report['image_size']} precision={report['precision']} "
             f"steps={report['steps']}x{report['rounds']} rounds (warm-up {report['warmup']}) threads={report['threads']}")  # fmt: skip
     print(head)
+    for note in report.get("notes", []):
+        print(f"NOTE: {note}")
     if "unet_gflop_per_image_fwd_bwd" in report:
         print(f"UNet forward+backward: {report['unet_gflop_per_image_fwd_bwd']:.1f} GFLOP per image")
     mfu = any("mfu" in r for r in report["rows"].values())
-    print("| side | images/s (median) | per round | ours / side | peak GiB | first step s |" + (" MFU |" if mfu else ""))
-    print("| --- | --- | --- | --- | --- | --- |" + (" --- |" if mfu else ""))
+    print("| side | images/s (median) | per round | ours / side (medians) | ours / side (median of rounds) | peak GiB "
+          "| first step s |" + (" MFU |" if mfu else ""))  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if mfu else ""))
     for name, r in report["rows"].items():
         peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "-"
         rounds = ", ".join(f"{x:.2f}" for x in r["per_round"])
-        ratio = f"{r.get('ours_over_this', float('nan')):.3f}"
+        ratio = f"{r.get('ours_over_this', float('nan')):.3f} | {r.get('median_round_ratio', float('nan')):.3f}"
         line = f"| {name} | {r['images_per_s']:.2f} | {rounds} | {ratio} | {peak} | {r['first_step_s']:.2f} |"
         print(line + (f" {100 * r['mfu']:.1f} % |" if mfu else ""))
 
