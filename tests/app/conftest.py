@@ -1,4 +1,5 @@
 """Fixtures of the app tests: the tiny trained LDM (prompt-dependent, jittered) and the real command serving it.
+(``trained_ldm_ckpt`` comes from ``ldm_fixtures``, which the test modules register as a plugin.)
 
 ``app_server`` starts ``python -m cxr_ldm.app`` as a user would, on a free port of 127.0.0.1 only, waits (at
 most two minutes, polling twice a second) until the page answers, and stops the process afterwards.
@@ -18,9 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-pytest_plugins = ["ldm_fixtures"]
 
 START_TIMEOUT_S = 120
 APP_ARGS = ["max_images=6", "max_steps=60", "device=cpu", "title=Test app"]

@@ -17,6 +17,7 @@ from gradio_client.utils import Status  # noqa: E402
 
 from cxr_ldm.pipelines import CXRLDMPipeline  # noqa: E402
 
+pytest_plugins = ["ldm_fixtures"]
 pytestmark = pytest.mark.slow
 POLL_S, MAX_WAIT_S = 0.05, 120
 

@@ -22,6 +22,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test n
 
 from cxr_ldm.pipelines.model_card import DATA_USE  # noqa: E402
 
+pytest_plugins = ["ldm_fixtures"]
 pytestmark = pytest.mark.slow
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 WAIT_MS = 120_000

@@ -17,6 +17,7 @@ from cxr_ldm.pipelines.model_card import DATA_USE, model_card
 from cxr_ldm.pipelines.sample_folder import read_samples
 from cxr_ldm.ui.generation import Generator, Limits, card_sections, model_note, model_summary
 
+pytest_plugins = ["ldm_fixtures"]
 LONG_PROMPT = " ".join(["Large right pleural effusion with adjacent compressive atelectasis."] * 12)
 
 
