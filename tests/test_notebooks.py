@@ -29,7 +29,7 @@ EXPECTED = {
         3,
     ),
     "evaluation": (
-        ["blocks: fid, kid, diversity, adherence, samples, settings", "FID ", "[RANDOM xrv weights: plumbing only]"],
+        ["blocks: fid, kid, diversity, adherence, samples, settings", "FID ", "plumbing only"],
         2,
     ),
 }
