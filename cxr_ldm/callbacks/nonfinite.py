@@ -4,12 +4,13 @@ A non-finite loss is checked before its backward pass (``on_before_backward``, w
 optimization both go through), so with ``action="stop"`` no optimizer step and no checkpoint follows it: the
 run ends with :class:`NonFiniteLossError` naming the step, the ``dicom_id``s of the batch, and the newest
 checkpoint on disk (written before, so its weights are good). With ``action="skip"`` the gradients of that
-batch are dropped before every optimizer step it reaches (``on_before_optimizer_step``), so the weights do not
+batch are dropped before every optimizer step it reaches (``on_before_optimizer_step``) and the buffers its
+forward pass moved (BatchNorm statistics, a measured scale factor) are put back, so the weights do not
 change, a warning names the step and the batch, and training goes on (gradients that are NaN/Inf, e.g. on the
 DDP ranks whose own loss was finite, are skipped the same way, so all ranks skip together); more than ``max_skips`` skipped batches
 stop the run as above (a model that diverged does not come back by skipping).
 
-Whatever the loss said, a checkpoint whose weights hold NaN/Inf is never written (``on_save_checkpoint``
+Whatever the loss said, a checkpoint whose weights or buffers hold NaN/Inf is never written (``on_save_checkpoint``
 raises before the file is opened), so a good ``last.ckpt`` is never replaced by a broken one.
 
 Under ``16-mixed`` the GradScaler's own overflow skips (infinite gradients, finite loss) are normal and left
@@ -43,6 +44,10 @@ def _ids(batch: Any) -> list[str]:
     return []
 
 
+def _finite(tensor: torch.Tensor) -> bool:
+    return not tensor.is_floating_point() or bool(torch.isfinite(tensor.detach()).all())
+
+
 def last_good_checkpoint(trainer: Trainer) -> Path | None:
     """The newest checkpoint file the run's checkpoint callbacks know of (written before the failure)."""
     paths = []
@@ -73,10 +78,25 @@ class NonFiniteGuard(Callback):
         self._batch_ids: list[str] = []
         self._batch_idx = -1
         self._skip_this_batch = False
+        self._buffers: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ what the batch was
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # buffers that are NaN on purpose (the LDM's scale factor before it is measured) are not a failure
+        self._nan_on_purpose = {name for name, b in pl_module.named_buffers() if not _finite(b)}
+
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         self._batch_ids, self._batch_idx, self._skip_this_batch = _ids(batch), batch_idx, False
+        if self.action == "skip":  # the forward pass moves buffers (BatchNorm statistics, a measured scale factor)
+            self._buffers = {n: b.detach().clone() for n, b in pl_module.named_buffers() if b.is_floating_point()}
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        if self._skip_this_batch:  # before ModelCheckpoint's hook (checkpoint callbacks run last)
+            with torch.no_grad():
+                for name, buffer in pl_module.named_buffers():
+                    if name in self._buffers:
+                        buffer.copy_(self._buffers[name])
 
     def _where(self, trainer: Trainer) -> str:
         ids = ", ".join(self._batch_ids[:16]) + (" ..." if len(self._batch_ids) > 16 else "")
@@ -123,8 +143,10 @@ class NonFiniteGuard(Callback):
                 param.grad = None  # no gradient: the optimizer leaves the parameter (and its state) alone
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        for name, param in pl_module.named_parameters():
-            if not torch.isfinite(param.detach()).all():
+        tensors = [*pl_module.named_parameters(), *((n, b) for n, b in pl_module.named_buffers()
+                                                    if n not in getattr(self, "_nan_on_purpose", set()))]  # fmt: skip
+        for name, param in tensors:
+            if not _finite(param):
                 good = last_good_checkpoint(trainer)
                 raise NonFiniteWeightsError(
                     f"not writing a checkpoint at step {trainer.global_step}: the weights hold NaN/Inf ({name}); "

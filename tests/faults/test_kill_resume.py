@@ -1,0 +1,202 @@
+"""Faults survived, nothing lost: a real ``python -m cxr_ldm.train`` killed at several moments, then resumed.
+
+One uninterrupted run is the reference (3 epochs of 3 steps, a checkpoint after every epoch). The same run is
+then driven through, in turn (``fault_points.py`` holds it at each moment and the test kills it):
+
+1. SIGKILL between two steps (step 4, after the epoch-0 checkpoint);
+2. SIGKILL halfway through writing ``last.ckpt`` at the end of epoch 1 (its ``epoch_001.ckpt`` is complete,
+   so ``ckpt_path=last`` resumes from there);
+3. SIGKILL during the validation of epoch 2;
+4. Ctrl-C (SIGINT) between two steps of epoch 2: ``last.ckpt`` is written after the batch, exit status 130;
+5. ``ckpt_path=last`` to the end.
+
+After every kill the newest complete ``last.ckpt`` loads and holds the expected step; every resume is
+``ckpt_path=last``; the finished run has the reference's epochs and steps, its epoch checkpoints written before
+the Ctrl-C equal the reference's bit for bit (exact resume at epoch boundaries), and metrics.csv has each
+validation once. A second run has its disk fill up (a small tmpfs; without one, a file-size limit) at the end
+of epoch 1: it stops with one line, the epoch-0 files intact, and resumes to the same end once there is space.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from cxr_ldm.utils.checkpoints import resolve_ckpt_path
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).parent
+RUN = [
+    "experiment=aekl_phantom", "data.phantom.n_studies=60", "data.image_size=32", "data.batch_size=8",
+    "data.phantom.raw_size=64", "data.num_workers=0", "trainer.max_epochs=3", "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1", "print_config=false", "callbacks.model_checkpoint.save_top_k=-1",
+    "callbacks.model_checkpoint.monitor=null", "callbacks.reconstruction_grid.every_n_epochs=100",
+]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+    return env
+
+
+def _args(data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cxr_ldm.train", *RUN, f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}",
+            *extra]  # fmt: skip
+
+
+def _fault(marker: Path, at: str, **options) -> list[str]:
+    args = ["+callbacks.fault._target_=fault_points.FaultPoint", f"+callbacks.fault.marker_dir={marker}",
+            f"+callbacks.fault.at={at}"]  # fmt: skip
+    return args + [f"+callbacks.fault.{k}={v}" for k, v in options.items()]
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _interrupt(args: list[str], cwd: Path, marker: Path, sig: signal.Signals, timeout: float = 600):
+    """Start the run, wait until the fault point holds it, send ``sig``; returns (exit status, output)."""
+    log = open(cwd / f"{marker.name}.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(args, cwd=cwd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    try:
+        while not any(marker.glob("*")):
+            if proc.poll() is not None:
+                raise AssertionError(f"run ended ({proc.returncode}) before the fault point:\n"
+                                     + (cwd / f"{marker.name}.log").read_text()[-3000:])  # fmt: skip
+            if time.time() > deadline:
+                raise AssertionError("the fault point was not reached in time")
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    return code, (cwd / f"{marker.name}.log").read_text()
+
+
+def _ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)  # a complete file, loadable as users load it
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    sa, sb = _ckpt(a)["state_dict"], _ckpt(b)["state_dict"]
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, shared_data_dir) -> Path:
+    tmp = tmp_path_factory.mktemp("reference")
+    proc = _run(_args(shared_data_dir, tmp / "run"), cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "run"
+
+
+def test_killed_at_any_moment_the_run_resumes_to_the_same_end(tmp_path, shared_data_dir, reference):
+    run, ckpts = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    last = ckpts / "last.ckpt"
+
+    # 1. SIGKILL between two steps
+    code, _ = _interrupt(_args(shared_data_dir, run, *_fault(tmp_path / "m1", "batch_start", step=4)), tmp_path,
+                         tmp_path / "m1", signal.SIGKILL)  # fmt: skip
+    assert code == -signal.SIGKILL
+    assert _ckpt(last)["global_step"] == 3
+
+    # 2. SIGKILL halfway through writing last.ckpt (epoch 1's): the complete epoch-0 file is still there
+    code, _ = _interrupt(
+        _args(shared_data_dir, run, "ckpt_path=last", *_fault(tmp_path / "m2", "checkpoint_write", step=6, name="last.ckpt")),
+        tmp_path, tmp_path / "m2", signal.SIGKILL,
+    )  # fmt: skip
+    assert code == -signal.SIGKILL
+    assert list(ckpts.glob(".last.ckpt.*.tmp")), "the kill should have hit the write"
+    assert _ckpt(last)["global_step"] == 3  # the previous last.ckpt, complete
+    assert _ckpt(ckpts / "epoch_001.ckpt")["global_step"] == 6  # written just before: ckpt_path=last takes it
+
+    # 3. SIGKILL during validation (epoch 2)
+    code, _ = _interrupt(_args(shared_data_dir, run, "ckpt_path=last", *_fault(tmp_path / "m3", "validation", epoch=2)),
+                         tmp_path, tmp_path / "m3", signal.SIGKILL)  # fmt: skip
+    assert code == -signal.SIGKILL
+    assert not list(ckpts.glob(".last.ckpt.*.tmp"))  # the resume cleared the dead write's temporary file
+    assert _ckpt(Path(resolve_ckpt_path("last", run)))["global_step"] == 6
+
+    # 4. Ctrl-C between two steps of epoch 2: last.ckpt after that batch, exit status 130, how to resume
+    code, output = _interrupt(
+        _args(shared_data_dir, run, "ckpt_path=last", *_fault(tmp_path / "m4", "batch_start", step=7, seconds=3)),
+        tmp_path, tmp_path / "m4", signal.SIGINT,
+    )  # fmt: skip
+    assert code == 130, output[-3000:]
+    assert f"wrote {last} at step 8" in output and f"ckpt_path=last hydra.run.dir={run}" in output
+    assert _ckpt(last)["global_step"] == 8
+
+    # 5. to the end
+    done = _run(_args(shared_data_dir, run, "ckpt_path=last"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    ref = reference / "checkpoints"
+    final, expected = _ckpt(last), _ckpt(ref / "last.ckpt")
+    assert (final["global_step"], final["epoch"]) == (expected["global_step"], expected["epoch"]) == (9, 2)
+    assert sorted(p.name for p in ckpts.glob("epoch_*.ckpt")) == sorted(p.name for p in ref.glob("epoch_*.ckpt"))
+    for name in ("epoch_000.ckpt", "epoch_001.ckpt"):  # resumed from epoch-end checkpoints: exact
+        assert _same_weights(ckpts / name, ref / name), name
+    val = pd.read_csv(run / "csv" / "metrics.csv").dropna(subset=["val/ms_ssim"])
+    assert val["epoch"].tolist() == [0, 1, 2]
+    ref_val = pd.read_csv(reference / "csv" / "metrics.csv").dropna(subset=["val/ms_ssim"])
+    assert val["val/ms_ssim"].iloc[:2].tolist() == ref_val["val/ms_ssim"].iloc[:2].tolist()
+
+
+def _small_tmpfs(path: Path, size: str) -> bool:
+    """A small tmpfs at ``path`` (root only; ``CXR_LDM_TEST_NO_TMPFS=1`` takes the file-size-limit path)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None or os.environ.get("CXR_LDM_TEST_NO_TMPFS"):
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0  # fmt: skip
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    disk = tmp_path / "disk"
+    mounted = _small_tmpfs(disk, "24m")
+    disk.mkdir(exist_ok=True)
+    yield disk, mounted
+    if mounted:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_a_full_disk_stops_with_one_line_keeps_earlier_files_and_resumes(tmp_path, shared_data_dir, reference,
+                                                                          small_disk):  # fmt: skip
+    disk, mounted = small_disk
+    run, filler = disk / "run", disk / "filler"
+    fault = _fault(tmp_path / "m", "fill_disk", epoch=1, fill_path=filler if mounted else "''")
+    failed = _run(_args(shared_data_dir, run, *fault), cwd=tmp_path)
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    message = failed.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: no space left on the device writing the ") and "Traceback" not in failed.stderr
+    assert "run the same command again" in message
+    # the files written before are complete: epoch 0's checkpoints load, metrics.csv parses
+    assert _ckpt(run / "checkpoints" / "last.ckpt")["global_step"] == 3
+    assert _same_weights(run / "checkpoints" / "epoch_000.ckpt", reference / "checkpoints" / "epoch_000.ckpt")
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+    pd.read_csv(run / "csv" / "metrics.csv")
+
+    if mounted:
+        filler.unlink()  # space again
+    resumed = _run(_args(shared_data_dir, run, "ckpt_path=last"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final, expected = _ckpt(run / "checkpoints" / "last.ckpt"), _ckpt(reference / "checkpoints" / "last.ckpt")
+    assert (final["global_step"], final["epoch"]) == (expected["global_step"], expected["epoch"])
+    assert pd.read_csv(run / "csv" / "metrics.csv").dropna(subset=["val/ms_ssim"])["epoch"].tolist() == [0, 1, 2]
+
