@@ -150,3 +150,20 @@ def phantom32(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_phantom_prepared(
         root / "prepared", root / "raw", n_studies=120, raw_size=64, size=32, num_workers=1
     )
+
+
+@pytest.fixture(scope="session")
+def jittered_ckpt(tmp_path_factory: pytest.TempPathFactory, trained_ldm_ckpt: Path) -> Path:
+    """``trained_ldm_ckpt`` with jittered UNet weights, as a checkpoint file.
+
+    MONAI zero-initialises the attention output projections, so after 3 training steps the text barely moves
+    the prediction and guidance would be untestable; the jitter makes the output depend on the prompt.
+    """
+    ckpt = torch.load(trained_ldm_ckpt, map_location="cpu", weights_only=True)
+    gen = torch.Generator().manual_seed(0)
+    for key, value in ckpt["state_dict"].items():
+        if key.startswith(("unet.", "ema.module.")) and value.is_floating_point():
+            ckpt["state_dict"][key] = value + 0.05 * torch.randn(value.shape, generator=gen)
+    path = tmp_path_factory.mktemp("jittered") / "ldm.ckpt"
+    torch.save(ckpt, path)
+    return path

@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 from cxr_ldm.models.components import ModelLoadError
 from cxr_ldm.pipelines import CXRLDMPipeline
 
+pytest_plugins = ["ldm_fixtures"]
+
 PROMPTS = ["Large right pleural effusion.", "Moderate cardiomegaly."]
 
 

@@ -19,6 +19,8 @@ from cxr_ldm.models.text_encoder import FrozenOpenCLIPTextEncoder
 from cxr_ldm.pipelines import CXRLDMPipeline
 from cxr_ldm.tokenization import tokenize
 
+pytest_plugins = ["ldm_fixtures"]
+
 generative = pytest.importorskip("generative.networks.nets", reason="monai-generative (dev extra) writes old weights")
 transformers = pytest.importorskip("transformers")
 

@@ -14,6 +14,8 @@ from cxr_ldm.models.components import ModelLoadError
 from cxr_ldm.models.diffusion import LatentDiffusionModule
 from cxr_ldm.pipelines import SAMPLERS, CXRLDMPipeline
 
+pytest_plugins = ["ldm_fixtures"]
+
 PROMPTS = ["Large right pleural effusion.", "Moderate cardiomegaly.", "No acute cardiopulmonary process."]
 FAST = {"num_inference_steps": 3, "progress": False}
 

@@ -10,6 +10,8 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from cxr_ldm.pipelines.schedulers import SAMPLERS, DDIMSampler, ddim_timesteps, make_sampler, training_betas
 
+pytest_plugins = ["ldm_fixtures"]
+
 SCHEDULE = {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015,
             "beta_end": 0.0205, "prediction_type": "v_prediction"}  # fmt: skip
 
