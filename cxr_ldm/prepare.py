@@ -6,8 +6,8 @@ import hydra
 from omegaconf import DictConfig
 
 from cxr_ldm.data.preparation import prepare_dataset
-from cxr_ldm.utils.atomic import DiskFullError
 from cxr_ldm.utils.cli import require_options, run_command
+from cxr_ldm.utils.overrides import check_override_types
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
@@ -22,10 +22,11 @@ def main(cfg: DictConfig) -> None:
         "cxr_ldm.prepare",
     )
     # a wrong path or option, a full disk: one line, no traceback
+    run_command(check_override_types, cfg)  # size=abc: refused, naming the option
     result = run_command(
         lambda c: prepare_dataset(mimic_root=c.mimic_root, reports=c.reports, out_dir=c.out_dir, size=c.size,
                                   num_workers=c.num_workers, views=c.views),
-        cfg, user_errors=(ValueError, FileNotFoundError, DiskFullError),
+        cfg, user_errors=(ValueError, OSError),  # OSError: a path that cannot be read or written, a full disk
     )  # fmt: skip
     skipped = ", ".join(f"{k}={len(v)}" for k, v in result.skipped.items() if v) or "none"
     print(

@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,6 +39,7 @@ from cxr_ldm.utils.cli import run_command
 from cxr_ldm.utils.config_tree import print_config_tree
 from cxr_ldm.utils.distributed import RankSeeds, fix_hydra_multirun_children
 from cxr_ldm.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from cxr_ldm.utils.overrides import check_override_types
 from cxr_ldm.utils.run_info import RunInfo
 from cxr_ldm.utils.slurm import JobInterrupted, default_ckpt_path, in_slurm_job, slurm_trainer_extras
 
@@ -49,16 +51,74 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 USER_ERRORS = (ValueError, FileNotFoundError, DiskFullError, NonFiniteLossError, NonFiniteWeightsError)
 
 
-def _instantiate(node: DictConfig, option: str) -> Any:
+def _instantiate(node: DictConfig, option: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``; a constructor's user error comes out as that error, naming the option."""
     try:
-        return hydra.utils.instantiate(node, _convert_="all")
+        return hydra.utils.instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, (ValueError, FileNotFoundError, TypeError)):
-            kind = FileNotFoundError if isinstance(cause, FileNotFoundError) else ValueError
-            raise kind(f"{option}: {cause}") from err
-        raise
+        raise user_error(option, err.__cause__) from err
+    except MisconfigurationException as err:  # Lightning's word for a bad Trainer option
+        raise ValueError(f"{option}: {err}") from err
+
+
+def _factor(channels: Any) -> int:
+    return 2 ** (len(channels) - 1) if channels else 1
+
+
+def _check_options(cfg: DictConfig) -> None:
+    """Impossible values that would otherwise fail deep inside a run (or silently), as one clear line."""
+    data, model, trainer = cfg.get("data") or {}, cfg.get("model") or {}, cfg.get("trainer") or {}
+    for key, low in (("batch_size", 1), ("num_workers", 0), ("min_sentences", 1), ("max_sentences", 1)):
+        value = data.get(key)
+        if isinstance(value, int) and value < low:
+            raise ValueError(f"data.{key}={value}: must be at least {low}")
+    if data.get("min_sentences", 1) > data.get("max_sentences", 1 << 30):
+        raise ValueError(f"data.min_sentences={data.min_sentences} is above data.max_sentences={data.max_sentences}")
+    p_uncond = data.get("p_uncond")
+    if isinstance(p_uncond, (int, float)) and not 0 <= p_uncond <= 1:
+        raise ValueError(f"data.p_uncond={p_uncond}: a probability, between 0 and 1")
+    every = trainer.get("check_val_every_n_epoch")
+    if isinstance(every, int) and every < 1:
+        raise ValueError(f"trainer.check_val_every_n_epoch={every}: must be at least 1 (or null with val_check_interval)")
+    size = data.get("image_size")
+    channels = OmegaConf.select(model, "autoencoder.channels", default=None)  # stage 1
+    if isinstance(size, int) and channels is not None and size % _factor(channels):
+        factor = _factor(channels)
+        raise ValueError(
+            f"data.image_size={size} is not divisible by {factor}, the autoencoder's downsampling factor "
+            f"({len(channels)} levels in model.autoencoder.channels): use a multiple of {factor}, e.g. "
+            f"{max(factor, size // factor * factor)}"
+        )
+    _check_latent_size(cfg, OmegaConf.select(model, "autoencoder_arch.channels", default=None))
+
+
+def _check_latent_size(cfg: DictConfig, autoencoder_channels: Any) -> None:
+    """Stage 2: the UNet halves the latent ``len(unet.channels) - 1`` times, so the latent must divide too."""
+    size = OmegaConf.select(cfg, "data.image_size", default=None)
+    unet = OmegaConf.select(cfg, "model.unet.channels", default=None)
+    if not isinstance(size, int) or unet is None or autoencoder_channels is None:
+        return
+    ae_factor, factor = _factor(autoencoder_channels), _factor(unet)
+    if size % ae_factor:
+        raise ValueError(
+            f"data.image_size={size} is not divisible by {ae_factor}, the downsampling factor of the stage-1 "
+            f"autoencoder ({len(autoencoder_channels)} levels): use a multiple of {ae_factor * factor}"
+        )
+    latent = size // ae_factor
+    if latent % factor:
+        raise ValueError(
+            f"data.image_size={size} gives {latent}x{latent} latents, not divisible by {factor}, the UNet's "
+            f"downsampling factor ({len(unet)} levels in model.unet.channels): use a multiple of {ae_factor * factor}"
+        )
+
+
+def user_error(option: str, cause: BaseException | None) -> Exception:
+    """The error a user sees for a constructor that refused its options: one line naming ``option``."""
+    if isinstance(cause, FileNotFoundError):
+        return FileNotFoundError(f"{option}: {cause}")
+    if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
+        return ValueError(f"{option}: {cause}")
+    return cause if isinstance(cause, Exception) else RuntimeError(str(cause))
 
 
 def _overrides() -> list[str]:
@@ -85,12 +145,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 
 def _train(cfg: DictConfig, output_dir: Path, run_info: RunInfo) -> tuple[dict[str, float], dict[str, Any]]:
+    _check_options(cfg)
     print_config_tree(cfg, save_to=output_dir / "config_tree.yaml", show=cfg.get("print_config", True))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     autoencoder_ckpt = OmegaConf.select(cfg, "model.autoencoder_ckpt", default=None)
     if autoencoder_ckpt:  # stage 2 reads it when the model is built: check it first, with a clear line
         check_autoencoder_checkpoint(autoencoder_ckpt)
+        arch = load_checkpoint_file(autoencoder_ckpt, "model.autoencoder_ckpt")["hyper_parameters"]["autoencoder"]
+        _check_latent_size(cfg, arch.get("channels"))
 
     log.info("instantiating datamodule <%s>", cfg.data._target_)
     datamodule: L.LightningDataModule = _instantiate(cfg.data, "data")
@@ -107,8 +170,8 @@ def _train(cfg: DictConfig, output_dir: Path, run_info: RunInfo) -> tuple[dict[s
         callbacks.append(CheckpointOnInterrupt(output_dir / "checkpoints"))
     if cfg.get("seed") is not None:  # same initial weights on every rank, different random draws
         callbacks.append(RankSeeds(cfg.seed))
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks + slurm_callbacks, logger=loggers or False,
+    trainer: L.Trainer = _instantiate(
+        cfg.trainer, "trainer", callbacks=callbacks + slurm_callbacks, logger=loggers or False,
         plugins=[AtomicCheckpointIO(), *plugins],
     )  # fmt: skip
     fix_hydra_multirun_children(trainer)  # DDP children of a local multirun job run that job
@@ -232,6 +295,7 @@ def _is_multirun() -> bool:
 
 
 def _main(cfg: DictConfig) -> float | None:
+    check_override_types(cfg)  # trainer.max_epochs=abc: refused here, naming the option
     metrics, objects = train(cfg)
     return metric_value(metrics, cfg.get("optimized_metric"), _is_multirun(), objects.get("no_validation"))
 

@@ -39,8 +39,9 @@ from cxr_ldm.data.phantom_render import (
     sample_anatomy,
 )
 from cxr_ldm.data.phantom_reports import CHEXPERT_COLUMNS, write_report
-from cxr_ldm.utils.atomic import DiskFullError, atomic_write, atomic_write_bytes, atomic_write_text
+from cxr_ldm.utils.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from cxr_ldm.utils.cli import require_options, run_command
+from cxr_ldm.utils.overrides import check_override_types
 
 __all__ = [
     "FINDING_COLUMNS",
@@ -327,8 +328,10 @@ def load_ground_truth(out_dir: str | Path) -> pd.DataFrame:
 def main(cfg: DictConfig) -> dict[str, Any]:
     require_options(cfg, {"out_dir": "the folder to write the phantom MIMIC-CXR-JPG tree into"},
                     "cxr_ldm.data.phantom")  # fmt: skip
+    run_command(check_override_types, cfg)  # n_studies=abc: refused, naming the option
+    # a wrong option, a folder that cannot be written, a full disk: one line, no traceback
     summary = run_command(lambda c: generate_phantom(c.out_dir, c.n_studies, c.size, c.seed, c.num_workers), cfg,
-                          user_errors=(ValueError, FileNotFoundError, DiskFullError))  # one line, no traceback
+                          user_errors=(ValueError, OSError))  # fmt: skip
     print(
         f"wrote {summary['n_studies']} studies ({summary['n_images']} images, {summary['n_reports']} reports, "
         f"{summary['n_subjects']} subjects) to {summary['out_dir']} in {summary['seconds']} s"

@@ -35,6 +35,10 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
+# PIL modes with more than 8 bits per pixel
+WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer", "F": "32-bit float"}
+
+
 @dataclass
 class PrepareResult:
     kept: int
@@ -76,7 +80,11 @@ def _process_image(task: tuple[str, str, str, int]) -> tuple[str, str, int, int,
             return dicom_id, "reused", im.size[0], im.size[1], ""
     try:
         with Image.open(src) as im:
-            out = resize_shorter_side(im, size)
+            if im.mode in WIDE_MODES:  # convert("L") would clip them to white: say so instead
+                return dicom_id, "unreadable", 0, 0, (
+                    f"mode {im.mode} ({WIDE_MODES[im.mode]}): prepare takes 8-bit images as MIMIC-CXR-JPG has "
+                    f"them; convert the source to 8-bit grayscale first")  # fmt: skip
+            out = resize_shorter_side(im, size)  # RGB, RGBA, palette, CMYK: to 8-bit grayscale (luminance)
     except (OSError, ValueError, SyntaxError) as err:  # PIL raises these for missing/truncated/corrupt files
         return dicom_id, "unreadable", 0, 0, f"{type(err).__name__}: {err}"
     # a failed write (a full disk) is not the image's fault: it stops the run (atomic: a finished file is
