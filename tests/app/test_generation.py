@@ -112,7 +112,7 @@ def test_the_page_shows_the_intended_use_and_data_use_of_a_checkpoint(pipe: CXRL
     assert f"**Data use.** {DATA_USE}" in note
     assert "Not for clinical use" in note
     assert model_summary(pipe, str(app_ckpt)) == (
-        "Model: `ldm.ckpt` (trained checkpoint, 32 px images); its defaults: dpm++2m, 20 steps, guidance 7.")
+        "Model: `ldm.ckpt` (trained checkpoint, 32 px images); its defaults: ddim, 50 steps, guidance 7.")
 
 
 def test_an_exported_folders_own_card_is_what_the_page_shows(pipe: CXRLDMPipeline, tmp_path: Path):

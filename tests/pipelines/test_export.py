@@ -34,7 +34,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, jittered_ckpt: Path) -> P
 def test_layout_and_contents(exported: Path, jittered_ckpt: Path):
     index = json.loads((exported / "model_index.json").read_text())
     assert index["_class_name"] == "CXRLDMPipeline" and index["latent_shape"] == [3, 8, 8]
-    assert index["defaults"] == {"sampler": "dpm++2m", "num_inference_steps": 20, "guidance_scale": 7.0,
+    assert index["defaults"] == {"sampler": "ddim", "num_inference_steps": 50, "guidance_scale": 7.0,
                                  "timestep_spacing": "linspace"}  # fmt: skip
     for part in ("autoencoder", "unet"):
         assert (exported / part / "config.json").is_file()

@@ -31,7 +31,7 @@ def module(jittered_ckpt: Path) -> LatentDiffusionModule:
 
 
 def test_defaults_and_shapes(pipe: CXRLDMPipeline):
-    assert (pipe.default_sampler, pipe.default_num_inference_steps, pipe.default_guidance_scale) == ("dpm++2m", 20, 7.0)
+    assert (pipe.default_sampler, pipe.default_num_inference_steps, pipe.default_guidance_scale) == ("ddim", 50, 7.0)
     assert pipe.latent_shape == (3, 8, 8) and pipe.timestep_spacing == "linspace"
     context = pipe.encode_prompts(PROMPTS)
     assert context.shape == (3, 77, 64)
