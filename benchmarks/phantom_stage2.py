@@ -71,6 +71,7 @@ def run(args: argparse.Namespace, work: Path, name: str, cache: bool, index: int
         f"hydra.run.dir={work / f'run_{name}_{index}'}", f"model.autoencoder_ckpt={work / 'aekl.ckpt'}",
         f"trainer.max_epochs={args.epochs}", f"data.latent_cache={str(cache).lower()}", "print_config=false",
         f"data.latent_cache_dir={work / 'latent_cache'}",
+        *([f"trainer.limit_train_batches={args.limit_train_batches}"] if args.limit_train_batches else []),
         "+callbacks.epoch_timer._target_=phantom_stage2.EpochTimer", f"+callbacks.epoch_timer.out={out}",
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "benchmarks"), os.environ.get("PYTHONPATH", "")]),
@@ -87,6 +88,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--limit-train-batches", type=int, default=None, help="shorter epochs (the demo's: 110 batches)")
     p.add_argument("--data", type=Path, default=REPO / "data", help="paths.data_dir (phantom data made on first use)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
@@ -96,8 +98,9 @@ def main() -> None:
     for index in range(args.rounds):
         for name, cache in (("online encoding", False), ("latent cache", True)):
             runs[name].append(run(args, work, name.replace(" ", "_"), cache, index))
-    print(f"experiment=ldm_phantom, {args.epochs} epochs x {args.rounds} rounds, alternating; torch threads as the command "
-          f"sets them; first epoch of each run left out (cache build in the first cached run)")  # fmt: skip
+    batches = args.limit_train_batches or "all"
+    print(f"experiment=ldm_phantom, {args.epochs} epochs ({batches} training batches + validation) x {args.rounds} rounds, "
+          f"alternating; first epoch of each run left out (cache build in the first cached run)")  # fmt: skip
     print("| stage 2 | s per epoch (median of later epochs) | first epoch s | run wall s |\n| --- | --- | --- | --- |")
     summary = {}
     for name, results in runs.items():

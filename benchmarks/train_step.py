@@ -80,7 +80,9 @@ def compose_config(stage: str, nets: str, device: str, work: Path, overrides: li
         return compose(config_name="train", overrides=base + overrides)
 
 
-def write_weight_files(cfg: Any, stage: str, work: Path, text_weights: Path | None, notes: list[str]) -> list[str]:
+def write_weight_files(
+    cfg: Any, stage: str, work: Path, text_weights: Path | None, notes: list[str], text: bool = True
+) -> list[str]:
     """Random-weight files in the real formats that the configs read; returns the overrides pointing at them."""
     from monai.networks.nets import AutoencoderKL
 
@@ -107,7 +109,7 @@ def write_weight_files(cfg: Any, stage: str, work: Path, text_weights: Path | No
         torch.save({"hyper_parameters": {"autoencoder": arch},
                     "state_dict": {f"autoencoder.{k}": v for k, v in ae.state_dict().items()}}, path)  # fmt: skip
         out.append(f"model.autoencoder_ckpt={path}")
-        if cfg.model.text_encoder.get("seed") is None:  # a pretrained tower (sd21): its file, random weights
+        if text and cfg.model.text_encoder.get("seed") is None:  # a pretrained tower (sd21): its file, random weights
             if text_weights is None:
                 text_weights = work / "open_clip_pytorch_model.bin"
             if not text_weights.is_file():
@@ -466,6 +468,34 @@ def unet_training_flops(unet_kwargs: dict[str, Any], latent_shape: tuple[int, ..
     return int(counter.get_total_flops())
 
 
+def read_arch(cfg: Any) -> dict[str, Any]:
+    from cxr_ldm.models.diffusion import read_autoencoder_checkpoint
+
+    return read_autoencoder_checkpoint(cfg.model.autoencoder_ckpt)[0]
+
+
+def frozen_flops(cfg: Any, size: int) -> dict[str, float]:
+    """GFLOP per image of the frozen parts of a stage-2 step: the AE encoder (online encoding only) and the text
+    tower, counted on the meta device."""
+    from monai.networks.nets import AutoencoderKL
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cxr_ldm.models.text_encoder import FrozenOpenCLIPTextEncoder
+
+    arch = read_arch(cfg)
+    text = OmegaConf.to_container(cfg.model.text_encoder, resolve=True)
+    with torch.device("meta"):
+        ae = AutoencoderKL(**arch)
+        tower = FrozenOpenCLIPTextEncoder(model_name=text.get("model_name"), text_cfg=text.get("text_cfg"), seed=0)
+        images, tokens = torch.randn(1, 1, size, size), torch.zeros(1, 77, dtype=torch.long)
+    out = {}
+    for name, fn in (("encoder_fwd", lambda: ae.encode(images)), ("text_fwd", lambda: tower(tokens))):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            fn()
+        out[name] = counter.get_total_flops() / 1e9
+    return out
+
+
 def gpu_peak_tflops(device: torch.device, override: float | None) -> tuple[float | None, str]:
     if override:
         return override, "given"
@@ -499,6 +529,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--text-weights", type=Path, default=None, help="reuse a written ViT-H-14 tower file")
     p.add_argument("--work", type=Path, default=None, help="folder for the weight files and CSV logs")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--flops-only", action="store_true", help="stage 2: print the FLOP counts and stop")
     return p.parse_args()
 
 
@@ -522,9 +553,17 @@ def main() -> None:
         common.append(f"data.image_size={args.image_size}")
     cfg = compose_config(args.stage, args.nets, args.device, work, common)
     notes: list[str] = []
-    common += write_weight_files(cfg, args.stage, work, args.text_weights, notes)
+    common += write_weight_files(cfg, args.stage, work, args.text_weights, notes, text=not args.flops_only)
     cfg = compose_config(args.stage, args.nets, args.device, work, common)
     batch_size, size = int(cfg.data.batch_size), int(cfg.data.image_size)
+    if args.flops_only:
+        unet = OmegaConf.to_container(cfg.model.unet, resolve=True)
+        factor = 2 ** (len(read_arch(cfg)["channels"]) - 1)
+        latent = (unet["in_channels"], size // factor, size // factor)
+        flops = {"unet_fwd_bwd": unet_training_flops(unet, latent, unet["cross_attention_dim"]) / 1e9,
+                 **frozen_flops(cfg, size)}  # fmt: skip
+        print(f"stage 2, {args.nets} networks, {size} px (latent {latent}): GFLOP per image " + json.dumps(flops))
+        return
     n = batch_size * (args.warmup + args.steps)
 
     sides: dict[str, Any] = {"ours": Ours("ours", cfg, device, work)}
@@ -596,6 +635,7 @@ def summarise(args, cfg, device, batch_size, size, results, latent) -> dict[str,
         unet = OmegaConf.to_container(cfg.model.unet, resolve=True)
         flops = unet_training_flops(unet, latent, unet["cross_attention_dim"])
         report["unet_gflop_per_image_fwd_bwd"] = flops / 1e9
+        report["frozen_gflop_per_image"] = frozen_flops(cfg, size)
         peak, gpu = gpu_peak_tflops(device, args.peak_tflops)
         if peak:
             report["peak_bf16_tflops"] = peak
@@ -613,7 +653,10 @@ def print_report(report: dict[str, Any]) -> None:
     for note in report.get("notes", []):
         print(f"NOTE: {note}")
     if "unet_gflop_per_image_fwd_bwd" in report:
-        print(f"UNet forward+backward: {report['unet_gflop_per_image_fwd_bwd']:.1f} GFLOP per image")
+        unet, frozen = report["unet_gflop_per_image_fwd_bwd"], report["frozen_gflop_per_image"]
+        share = frozen["encoder_fwd"] / (unet + frozen["encoder_fwd"] + frozen["text_fwd"])
+        print(f"UNet forward+backward: {unet:.1f} GFLOP per image; frozen AE encoder {frozen['encoder_fwd']:.1f} "
+              f"(online encoding only: {100 * share:.0f} % of an online step's FLOPs), text tower {frozen['text_fwd']:.1f}")
     mfu = any("mfu" in r for r in report["rows"].values())
     print("| side | images/s (median) | per round | ours / side (medians) | ours / side (median of rounds) | peak GiB "
           "| first step s |" + (" MFU |" if mfu else ""))  # fmt: skip
