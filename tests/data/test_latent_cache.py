@@ -287,3 +287,32 @@ def test_ddp_training_run_builds_the_cache_once_split_over_ranks(tmp_path: Path,
     assert checkpoints
     state = torch.load(checkpoints[0], map_location="cpu", weights_only=True)["state_dict"]
     assert any(k.startswith("unet.") for k in state) and not any("_orig_mod" in k for k in state)
+
+
+@pytest.mark.slow
+def test_cache_latents_command_builds_what_training_then_reads(tmp_path: Path, tiny_ae_ckpt: Path, caplog):
+    """``python -m cxr_ldm.cache_latents`` with a training run's overrides: the run finds every shard built."""
+    import logging
+
+    from helpers import run_module
+
+    data = tmp_path / "data"
+    args = [
+        "experiment=ldm_phantom", f"paths.data_dir={data}", f"hydra.run.dir={tmp_path / 'cache_run'}",
+        f"model.autoencoder_ckpt={tiny_ae_ckpt}", "data.phantom.n_studies=60", "data.image_size=32",
+        "data.phantom.raw_size=64", "data.num_workers=0", "data.latent_cache_shard_size=8", "+cache_device=cpu",
+    ]  # fmt: skip
+    proc = run_module("cxr_ldm.cache_latents", *args, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train:" in proc.stdout and "validate:" in proc.stdout
+    prepared = next(data.glob("phantom/prepared_*"))
+    shards = {p: p.stat().st_mtime_ns for p in (prepared / "latent_cache").rglob("shard_*.npy")}
+    assert shards
+
+    caplog.set_level(logging.INFO, logger="cxr_ldm.data.latent_cache")
+    dm = CXRDataModule(data_dir=str(prepared), image_size=32, batch_size=4, num_workers=0, pin_memory=False,
+                       latent_cache=True, latent_cache_shard_size=8)  # fmt: skip
+    model = build_ldm(tiny_ae_ckpt, image_size=32, scale_factor=0.5)
+    quiet_trainer(tmp_path, max_steps=2, limit_val_batches=1).fit(model, datamodule=dm)
+    assert not [m for m in caplog.messages if "encoded" in m]  # nothing was encoded again
+    assert {p: p.stat().st_mtime_ns for p in (prepared / "latent_cache").rglob("shard_*.npy")} == shards
