@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 START_TIMEOUT_S = 120
 APP_ARGS = ["max_images=6", "max_steps=60", "device=cpu", "title=Test app"]
@@ -60,17 +59,10 @@ def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def app_ckpt(tmp_path_factory: pytest.TempPathFactory, trained_ldm_ckpt: Path) -> Path:
-    """The tiny trained LDM with jittered UNet weights (as tests/pipelines' ``jittered_ckpt``): MONAI
-    zero-initialises the attention outputs, so without the jitter the images would not depend on the prompt."""
-    ckpt = torch.load(trained_ldm_ckpt, map_location="cpu", weights_only=True)
-    gen = torch.Generator().manual_seed(0)
-    for key, value in ckpt["state_dict"].items():
-        if key.startswith(("unet.", "ema.module.")) and value.is_floating_point():
-            ckpt["state_dict"][key] = value + 0.05 * torch.randn(value.shape, generator=gen)
-    path = tmp_path_factory.mktemp("app_model") / "ldm.ckpt"
-    torch.save(ckpt, path)
-    return path
+def app_ckpt(jittered_ckpt: Path) -> Path:
+    """The tiny trained LDM with jittered UNet weights (``ldm_fixtures.jittered_ckpt``): MONAI zero-initialises
+    the attention outputs, so without the jitter the images would not depend on the prompt."""
+    return jittered_ckpt
 
 
 @pytest.fixture(scope="session")
