@@ -1,6 +1,6 @@
 """One rank of the per-rank RNG resume check (started twice by ``test_rng_resume.py`` with torchrun's variables).
 
-For each stage (the autoencoder, then the LDM): an uninterrupted 2-epoch DDP fit that checkpoints after
+For each stage given (``ae``, ``ldm``): an uninterrupted 2-epoch DDP fit that checkpoints after
 epoch 0, then a second fit resumed from that checkpoint, seeded as train.py seeds (the same seed, RankSeeds). Each rank writes the
 global torch RNG state after every training step and the final weights of both fits.
 """
@@ -59,7 +59,7 @@ def main() -> None:
     rank = int(__import__("os").environ["RANK"])
     torch.set_num_threads(1)
     result = {}
-    for stage in ("ae", "ldm"):
+    for stage in sys.argv[3].split(","):
         full_states, full_final, full_steps = fit(stage, ae_ckpt, out / stage / "full", 100, None)
         resumed_states, resumed_final, resumed_steps = fit(
             stage, ae_ckpt, out / stage / "resumed", 100, str(out / stage / "full" / "epoch0.ckpt")

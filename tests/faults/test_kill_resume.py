@@ -8,13 +8,14 @@ then driven through, in turn (``fault_points.py`` holds it at each moment and th
    so ``ckpt_path=last`` resumes from there);
 3. SIGKILL during the validation of epoch 2;
 4. Ctrl-C (SIGINT) between two steps of epoch 2: ``last.ckpt`` is written after the batch, exit status 130;
-5. ``ckpt_path=last`` to the end.
+5. the disk fills up at the end of epoch 2 (the run folder sits on a small tmpfs; without one, a file-size
+   limit): one line, exit 1, every file written before intact;
+6. ``ckpt_path=last`` to the end, once there is space again.
 
 After every kill the newest complete ``last.ckpt`` loads and holds the expected step; every resume is
 ``ckpt_path=last``; the finished run has the reference's epochs and steps, its epoch checkpoints written before
 the Ctrl-C equal the reference's bit for bit (exact resume at epoch boundaries), and metrics.csv has each
-validation once. A second run has its disk fill up (a small tmpfs; without one, a file-size limit) at the end
-of epoch 1: it stops with one line, the epoch-0 files intact, and resumes to the same end once there is space.
+validation once.
 """
 
 from __future__ import annotations
@@ -105,8 +106,29 @@ def reference(tmp_path_factory, shared_data_dir) -> Path:
     return tmp / "run"
 
 
-def test_killed_at_any_moment_the_run_resumes_to_the_same_end(tmp_path, shared_data_dir, reference):
-    run, ckpts = tmp_path / "run", tmp_path / "run" / "checkpoints"
+def _small_tmpfs(path: Path, size: str) -> bool:
+    """A small tmpfs at ``path`` (root only; ``CXR_LDM_TEST_NO_TMPFS=1`` takes the file-size-limit path)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None or os.environ.get("CXR_LDM_TEST_NO_TMPFS"):
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0  # fmt: skip
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """The run folder's own small file system (24 MB: the run needs about 15), so that it can fill up."""
+    disk = tmp_path / "disk"
+    mounted = _small_tmpfs(disk, "24m")
+    disk.mkdir(exist_ok=True)
+    yield disk, mounted
+    if mounted:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_killed_at_any_moment_the_run_resumes_to_the_same_end(tmp_path, shared_data_dir, reference, small_disk):
+    disk, mounted = small_disk
+    run, ckpts = disk / "run", disk / "run" / "checkpoints"
     last = ckpts / "last.ckpt"
 
     # 1. SIGKILL between two steps
@@ -140,8 +162,24 @@ def test_killed_at_any_moment_the_run_resumes_to_the_same_end(tmp_path, shared_d
     assert code == 130, output[-3000:]
     assert f"wrote {last} at step 8" in output and f"ckpt_path=last hydra.run.dir={run}" in output
     assert _ckpt(last)["global_step"] == 8
+    epochs_before_the_disk_fills = {p.name: p.read_bytes() for p in ckpts.glob("epoch_*.ckpt")}
 
-    # 5. to the end
+    # 5. the disk fills up at the end of epoch 2 (a tmpfs filled by a file there; else a file-size limit):
+    # one line, exit 1, the files written before intact
+    filler = disk / "filler"
+    fault = _fault(tmp_path / "m5", "fill_disk", epoch=2, fill_path=filler if mounted else "''")
+    failed = _run(_args(shared_data_dir, run, "ckpt_path=last", *fault), cwd=tmp_path)
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    message = failed.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: no space left on the device writing the ") and "Traceback" not in failed.stderr
+    assert message.endswith("free space (or raise the quota) and run the same command again")
+    assert _ckpt(last)["global_step"] == 8 and not list(ckpts.glob(".*.tmp"))
+    assert {p.name: p.read_bytes() for p in ckpts.glob("epoch_*.ckpt")} == epochs_before_the_disk_fills
+    pd.read_csv(run / "csv" / "metrics.csv")
+    if mounted:
+        filler.unlink()  # space again
+
+    # 6. to the end
     done = _run(_args(shared_data_dir, run, "ckpt_path=last"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -155,48 +193,3 @@ def test_killed_at_any_moment_the_run_resumes_to_the_same_end(tmp_path, shared_d
     assert val["epoch"].tolist() == [0, 1, 2]
     ref_val = pd.read_csv(reference / "csv" / "metrics.csv").dropna(subset=["val/ms_ssim"])
     assert val["val/ms_ssim"].iloc[:2].tolist() == ref_val["val/ms_ssim"].iloc[:2].tolist()
-
-
-def _small_tmpfs(path: Path, size: str) -> bool:
-    """A small tmpfs at ``path`` (root only; ``CXR_LDM_TEST_NO_TMPFS=1`` takes the file-size-limit path)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None or os.environ.get("CXR_LDM_TEST_NO_TMPFS"):
-        return False
-    path.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0  # fmt: skip
-
-
-@pytest.fixture()
-def small_disk(tmp_path):
-    disk = tmp_path / "disk"
-    mounted = _small_tmpfs(disk, "24m")
-    disk.mkdir(exist_ok=True)
-    yield disk, mounted
-    if mounted:
-        subprocess.run(["umount", str(disk)], capture_output=True)
-
-
-def test_a_full_disk_stops_with_one_line_keeps_earlier_files_and_resumes(tmp_path, shared_data_dir, reference,
-                                                                          small_disk):  # fmt: skip
-    disk, mounted = small_disk
-    run, filler = disk / "run", disk / "filler"
-    fault = _fault(tmp_path / "m", "fill_disk", epoch=1, fill_path=filler if mounted else "''")
-    failed = _run(_args(shared_data_dir, run, *fault), cwd=tmp_path)
-    assert failed.returncode == 1, failed.stderr[-3000:]
-    message = failed.stderr.strip().splitlines()[-1]
-    assert message.startswith("error: no space left on the device writing the ") and "Traceback" not in failed.stderr
-    assert "run the same command again" in message
-    # the files written before are complete: epoch 0's checkpoints load, metrics.csv parses
-    assert _ckpt(run / "checkpoints" / "last.ckpt")["global_step"] == 3
-    assert _same_weights(run / "checkpoints" / "epoch_000.ckpt", reference / "checkpoints" / "epoch_000.ckpt")
-    assert not list((run / "checkpoints").glob(".*.tmp"))
-    pd.read_csv(run / "csv" / "metrics.csv")
-
-    if mounted:
-        filler.unlink()  # space again
-    resumed = _run(_args(shared_data_dir, run, "ckpt_path=last"), cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    final, expected = _ckpt(run / "checkpoints" / "last.ckpt"), _ckpt(reference / "checkpoints" / "last.ckpt")
-    assert (final["global_step"], final["epoch"]) == (expected["global_step"], expected["epoch"])
-    assert pd.read_csv(run / "csv" / "metrics.csv").dropna(subset=["val/ms_ssim"])["epoch"].tolist() == [0, 1, 2]
-

@@ -190,3 +190,24 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes(slurm_cluster, share
     assert _sacct_states(job_id, slurm_cluster["env"]) == ["COMPLETED"]
     show = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout
     assert re.search(r"\bRestarts=1\b", show), show
+
+
+# hydra/launcher=slurm with trainer=cpu used to ask for --gpus-per-node=1: "Invalid generic resource (gres)
+# specification" on this cluster, which has no GPUs (the GPU request now follows the trainer, test_scale_gres.py)
+def test_cpu_trainer_job_runs_on_a_cluster_without_gpus(slurm_cluster, shared_data_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_module(
+        "cxr_ldm.train", "-m", "hydra/launcher=slurm", "trainer=cpu", "experiment=aekl_phantom",
+        "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=null", "hydra.launcher.timeout_min=10",
+        "hydra.launcher.signal_delay_s=30", f"paths.data_dir={shared_data_dir}", f"hydra.sweep.dir={sweep}", *SMALL,
+        cwd=tmp_path, env=slurm_cluster["env"], timeout=600,
+    )  # fmt: skip
+    output = proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "gres" not in output.lower(), output
+    assert proc.returncode == 0, output
+    (submission,) = sweep.glob(".submitit/*/*_submission.sh")
+    assert "--gpus-per-node" not in submission.read_text() and "--gres" not in submission.read_text()
+    (result,) = sweep.glob(".submitit/*/*_result.pkl")
+    outcome, ret = pickle.loads(result.read_bytes())
+    assert outcome == "success" and isinstance(ret.return_value, float)
+    assert (Path(ret.hydra_cfg.hydra.runtime.output_dir) / "checkpoints" / "last.ckpt").is_file()
