@@ -145,7 +145,7 @@ def metric_rows(metrics: Mapping[str, Any]) -> list[Row]:
         rows.append(Row("re-identification: max probability", m.get("max"), 4))
         rows.append(Row(f"re-identification: share above {thr:g}", m.get("fraction_above_threshold"), 4))
     if m := metrics.get("memorization"):
-        n = f"{m.get('n_near_copies')} of {_get(m, 'generated_to_train', 'n')} below {m.get('threshold', 0):.4f}"
+        n = f"{m.get('n_near_copies')} of {_get(m, 'generated_to_train', 'n')} below {m.get('threshold', 0):.3g}"
         rows.append(Row("memorization: share of near-copies", m.get("fraction_near_copies"), 4, _flag(m, n)))
     if m := metrics.get("adherence"):
         rows.append(Row("adherence: mean accuracy, generated", _get(m, "generated", "mean_accuracy"), 3, _flag(m)))
@@ -351,11 +351,15 @@ def _protocols(metrics: Mapping[str, Any]) -> list[str]:
             continue
         p = m.get("protocol")
         if isinstance(p, Mapping):
-            what = p.get("feature_extractor") or p.get("model") or name
-            weights = p.get("weights")
+            what = p.get("feature_extractor") or p.get("model") or p.get("classifier") or p.get("measure") or name
+            line = f"- `{name}`: {what}"
+            if p.get("features"):  # a measure on several feature sets (prdc): each set's own protocol
+                line += " on " + ", ".join(f"{f} ({_get(m, f, 'protocol', 'weights')})" for f in p["features"])
+            if p.get("weights") is not None:
+                line += f"; weights `{p['weights']}`"
             sha = p.get("weights_sha256")
             sha_text = sha if isinstance(sha, str) else ", ".join(f"{k} {v}" for k, v in (sha or {}).items())
-            lines.append(f"- `{name}`: {what}; weights `{weights}`" + (f" (sha256 {sha_text})" if sha_text else ""))
+            lines.append(line + (f" (sha256 {sha_text})" if sha_text else ""))
         elif m.get("xrv_weights"):
             lines.append(f"- `{name}`: torchxrayvision DenseNet-121, weights `{m['xrv_weights']}`")
     return lines
