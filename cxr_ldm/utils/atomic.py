@@ -39,6 +39,17 @@ def describe_write_error(path: str | Path, err: OSError, what: str = "file") -> 
     return f"could not write the {what} {path}: {err.strerror or err}"
 
 
+def _no_space_error(err: BaseException | None) -> OSError | None:
+    """The no-space ``OSError`` behind ``err`` (itself, or what it was raised from or during), if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def temporary_path(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -80,8 +91,9 @@ def atomic_write(
             tmp.unlink()
         except OSError:
             pass
-        if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
-            raise DiskFullError(err.errno, describe_write_error(path, err, what)) from err
+        no_space = _no_space_error(err)  # torch.save's zip writer turns the OSError into a RuntimeError
+        if no_space is not None:
+            raise DiskFullError(no_space.errno, describe_write_error(path, no_space, what)) from err
         raise
     if durable:
         _fsync_folder(path.parent)
