@@ -70,7 +70,7 @@ def test_ldm_reference_trains_one_step(aekl_ckpt, prepared, tmp_path):
     proc = run_module(
         "cxr_ldm.train", "experiment=ldm", f"data.data_dir={prepared}", f"hydra.run.dir={run_dir}",
         f"model.autoencoder_ckpt={aekl_ckpt}", f"model.text_encoder.weights_path={weights}", *ONE_STEP,
-        "data.batch_size=1", "callbacks.sample_grid.steps=2", "callbacks.sample_grid.n_per_prompt=1",
+        "data.batch_size=1", "sampling.steps=2", "callbacks.sample_grid.n_per_prompt=1",
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -32,8 +32,8 @@ def _kind(value: Any) -> str | None:
 
 
 def _fits(default: Any, value: Any) -> bool:
-    if isinstance(default, bool):
-        return isinstance(value, bool)
+    if isinstance(default, bool):  # a switch may also be turned on with a mapping of its arguments (model.compile)
+        return isinstance(value, (bool, dict, DictConfig))
     if isinstance(default, int):
         return isinstance(value, int) and not isinstance(value, bool)
     if isinstance(default, float):

@@ -117,7 +117,7 @@ def stage2(tmp_path_factory, shared_data_dir, stage1):
     proc = run_module(
         "cxr_ldm.train", "experiment=ldm_phantom", f"paths.data_dir={shared_data_dir}",
         f"hydra.run.dir={run}", f"model.autoencoder_ckpt={stage1['run'] / 'checkpoints' / 'last.ckpt'}",
-        "callbacks.sample_grid.steps=2",
+        "sampling.steps=2",
         f"model.optimizer._target_={SGD}", "model.optimizer.lr=0.05",
         "callbacks.sample_grid.n_per_prompt=1", *DDP_SMALL, *_probe(probe),
         cwd=tmp, env=_env(), timeout=900,
