@@ -12,7 +12,6 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.strategies import DDPStrategy, Strategy
 from lightning.pytorch.utilities import rank_zero_info
 from monai.networks.nets import AutoencoderKL, PatchDiscriminator
-from omegaconf import DictConfig, OmegaConf
 from torch.optim import Adam, Optimizer
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
@@ -20,19 +19,10 @@ from cxr_ldm.models.losses import adversarial_factor, kl_divergence, least_squar
 from cxr_ldm.models.ms_ssim import MS_SSIM_BETAS, ms_ssim_settings  # noqa: F401 (MS_SSIM_BETAS re-exported)
 from cxr_ldm.models.perceptual import build_perceptual_loss
 from cxr_ldm.models.speed import Speed, apply_speed, fused_factory, resolve_speed
+from cxr_ldm.utils.plain import to_plain
 from cxr_ldm.utils.rng import RNG_KEY, checkpoint_rng_states, resume_rng_states
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
-
-def _plain(config: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
-    """Plain dict for ``save_hyperparameters`` (checkpoints then load without OmegaConf objects)."""
-    if config is None:
-        return {}
-    if isinstance(config, DictConfig):
-        return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
-    return {
-        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in config.items()
-    }
 
 
 def _no_closure() -> None:
@@ -134,8 +124,9 @@ class AutoencoderKLModule(LightningModule):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        autoencoder = _plain(autoencoder)
-        discriminator = _plain(discriminator)
+        # plain dicts for save_hyperparameters (checkpoints then load without OmegaConf objects)
+        autoencoder = to_plain(autoencoder or {})
+        discriminator = to_plain(discriminator or {})
         adversarial_factor(0, adv_start, adv_warmup_epochs)  # validates the schedule early
         self.save_hyperparameters(ignore=["optimizer_g", "optimizer_d"])
         self.automatic_optimization = False

@@ -19,7 +19,6 @@ those dropped samples were trained with (``unconditional_context``).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -36,7 +35,8 @@ from cxr_ldm.models.ema import EMA
 from cxr_ldm.models.loading import read_components
 from cxr_ldm.models.speed import Speed, apply_speed, fused_factory, resolve_speed
 from cxr_ldm.models.text_encoder import build_text_encoder
-from cxr_ldm.tokenization import tokenize
+from cxr_ldm.data.tokenization import tokenize
+from cxr_ldm.utils.plain import to_plain
 from cxr_ldm.utils.rng import RNG_KEY, checkpoint_rng_states, resume_rng_states
 
 # Reference noise schedule (DESIGN.md): DDPM 1000 steps, scaled-linear betas 0.0015..0.0205, v-prediction.
@@ -48,33 +48,6 @@ DEFAULT_SCHEDULER: dict[str, Any] = {
     "prediction_type": "v_prediction",
 }
 DEFAULT_OPTIMIZER: dict[str, Any] = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 2.5e-5}
-
-
-def to_plain(value: Any) -> Any:
-    """Hyper-parameters as plain Python containers, so checkpoints load with ``torch.load(weights_only=True)``.
-
-    OmegaConf containers become dicts/lists and a ``functools.partial`` (Hydra ``_partial_``) becomes its
-    ``_target_`` dict again.
-    """
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra
-        pass
-    if isinstance(value, functools.partial):
-        func = value.func
-        return {
-            "_target_": f"{func.__module__}.{func.__qualname__}",
-            "_partial_": True,
-            **to_plain(value.keywords),
-        }
-    if isinstance(value, Mapping):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    return value
 
 
 def read_autoencoder_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
