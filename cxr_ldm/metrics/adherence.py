@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from cxr_ldm.data.phantom import FINDING_COLUMNS
+from cxr_ldm.metrics.auroc import auroc
 
 PATHOLOGY_COLUMNS = tuple(c for c in FINDING_COLUMNS if c != "support_devices")
 SIDED = ("pleural_effusion", "pneumothorax", "consolidation")
@@ -295,14 +296,6 @@ class AdherenceJudge(Protocol):
     def scores(self, images: torch.Tensor) -> torch.Tensor: ...  # [B, len(concepts)] in 0..1, 0.5 = decision
 
 
-def _auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    from torchmetrics.functional.classification import binary_auroc
-
-    if len(labels) == 0 or labels.min() == labels.max():
-        return None
-    return float(binary_auroc(torch.as_tensor(scores, dtype=torch.float32), torch.as_tensor(labels).long()))
-
-
 def _summarise(per: dict[str, dict]) -> dict:
     acc = [v["accuracy"] for v in per.values() if v["accuracy"] is not None]
     auc = [v["auroc"] for v in per.values() if v["auroc"] is not None]
@@ -324,7 +317,7 @@ def score_against_labels(concepts: Sequence[str], scores: np.ndarray, labels: np
             "n_present": int((y == 1).sum()),
             "n_absent": int((y == 0).sum()),
             "accuracy": float(((s > 0.5) == (y == 1)).mean()) if len(y) else None,
-            "auroc": _auroc(s, y),
+            "auroc": auroc(s, y),
         }
     return _summarise(per)
 

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_ldm.data.phantom_reports import CHEXPERT_COLUMNS
+from cxr_ldm.metrics.auroc import auroc
 from cxr_ldm.metrics.fid import fid_from_features
 
 
@@ -96,15 +97,6 @@ def labels_from_prompts(
     return pd.DataFrame(out, columns=list(LABEL_COLUMNS.values()))
 
 
-def _auroc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    import torch
-    from torchmetrics.functional.classification import binary_auroc
-
-    if len(positive) == 0 or positive.all() or not positive.any():
-        return None
-    return float(binary_auroc(torch.as_tensor(scores, dtype=torch.float32), torch.as_tensor(positive).long()))
-
-
 def _adherence(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     pos, neg = labels == 1, labels == 0
     scored = pos | neg
@@ -113,7 +105,7 @@ def _adherence(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         "n_negative": int(neg.sum()),
         "rate": float((scores[pos] > 0.5).mean()) if pos.any() else None,
         "mean_score": float(scores[pos].mean()) if pos.any() else None,
-        "auroc": _auroc(scores[scored], pos[scored]),
+        "auroc": auroc(scores[scored], pos[scored]),
     }
 
 

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from cxr_ldm.data.phantom import FINDING_COLUMNS, render_pa, sample_findings
 from cxr_ldm.data.preparation import resize_shorter_side
+from cxr_ldm.metrics.auroc import auroc
 from cxr_ldm.metrics.feature_cache import cache_key
 
 log = logging.getLogger(__name__)
@@ -146,14 +147,6 @@ class PhantomClassifier:
         return torch.sigmoid(self.model(images.float().to(self.device))).cpu()
 
 
-def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    from torchmetrics.functional.classification import binary_auroc
-
-    if labels.min() == labels.max():
-        return float("nan")
-    return float(binary_auroc(torch.as_tensor(scores), torch.as_tensor(labels).long()))
-
-
 def train_phantom_classifier(settings: PhantomClassifierSettings, progress: bool = True) -> PhantomClassifier:
     """Render, train (AdamW, one-cycle) and validate on images with the cohort's own finding frequencies.
 
@@ -200,7 +193,7 @@ def _train(settings: PhantomClassifierSettings, progress: bool) -> PhantomClassi
     truth = val_labels.numpy()
     validation = {
         c: {
-            "auroc": _auroc(probs[:, j], truth[:, j]),
+            "auroc": auroc(probs[:, j], truth[:, j], degenerate=float("nan")),  # NaN: as cached
             "accuracy": float(((probs[:, j] > 0.5) == (truth[:, j] > 0.5)).mean()),
             "n_positive": int(truth[:, j].sum()),
         }
