@@ -1,7 +1,7 @@
 """Ctrl-C (or a plain ``kill``) during a local training run writes ``last.ckpt`` before the process leaves.
 
 Outside SLURM, :class:`CheckpointOnInterrupt` owns ``SIGINT`` and ``SIGTERM`` while the model trains, with the
-machinery of :class:`~cxr_ldm.utils.slurm.RequeueOnSignal`: the handler only sets a flag; after the current
+machinery of :class:`~cxr_ldm.callbacks.slurm_requeue.RequeueOnSignal`: the handler only sets a flag; after the current
 training batch all ranks agree on it, write ``<run>/checkpoints/last.ckpt`` together (atomically, see
 ``utils/checkpoints.py``) and leave with exit status 130 (Ctrl-C) or 143 (``SIGTERM``), printing how to resume.
 A second Ctrl-C while waiting for the batch to end stops at once, as Python does by default (nothing is
@@ -18,7 +18,7 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 
-from cxr_ldm.utils.slurm import _NO_SIGNAL, RequeueOnSignal
+from cxr_ldm.callbacks.slurm_requeue import _NO_SIGNAL, RequeueOnSignal
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,9 @@ class CheckpointOnInterrupt(RequeueOnSignal):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        code = self._agreed_signal(trainer)
-        if code == _NO_SIGNAL:
+        if self._agreed_signal(trainer) == _NO_SIGNAL:
             return
-        self._exiting = True
-        if self.ckpt_path.is_symlink():
-            self.ckpt_path.unlink()
-        self._adopt_as_last(trainer)
-        trainer.save_checkpoint(self.ckpt_path)
+        self._write_signal_checkpoint(trainer)
         run_dir = self.dirpath.parent
         message = (
             f"{self._signal_name or 'interrupt'}: wrote {self.ckpt_path} at step {trainer.global_step} (epoch "

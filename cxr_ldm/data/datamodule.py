@@ -12,7 +12,7 @@ from cxr_ldm.data.bootstrap import ensure_phantom_prepared
 from cxr_ldm.data.dataset import PreparedSplit
 from cxr_ldm.data.excerpts import ExcerptSampler
 from cxr_ldm.data.latent_cache import SHARD_SIZE, LatentStore, ensure_latent_cache
-from cxr_ldm.tokenization import CONTEXT_LENGTH
+from cxr_ldm.data.tokenization import CONTEXT_LENGTH
 
 
 class CXRDataModule(LightningDataModule):

@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import RandomAffine, RandomHorizontalFlip
 from torchvision.transforms.v2 import functional as F
 
 from cxr_ldm.data.excerpts import ExcerptSampler
-from cxr_ldm.tokenization import CONTEXT_LENGTH, tokenize, warm_up
+from cxr_ldm.data.tokenization import CONTEXT_LENGTH, tokenize, warm_up
 
 if TYPE_CHECKING:
     from cxr_ldm.data.latent_cache import LatentStore

@@ -4,7 +4,7 @@
   zero's parameters and buffers when it wraps the module).
 * Random draws differ: Lightning reseeds every rank with the same ``PL_GLOBAL_SEED`` when it sets up the
   process group (``reset_seed`` in ``DDPStrategy.setup_distributed``), which would give every rank the same
-  posterior samples, diffusion noise and timesteps for its different images. :class:`RankSeeds` reseeds
+  posterior samples, diffusion noise and timesteps for its different images. :class:`cxr_ldm.callbacks.rank_seeds.RankSeeds` reseeds
   rank ``r`` with ``seed + r`` right after that (in ``setup``). DataLoader workers derive their seeds from
   the process seed, their id and the rank (Lightning's ``pl_worker_init_function``), so report excerpts
   differ too.
@@ -15,32 +15,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-import lightning as L
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Trainer
 
 log = logging.getLogger(__name__)
-
-
-class RankSeeds(Callback):
-    """Reseed rank ``r`` with ``seed + r`` once the ranks are known (no-op on a single process)."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = int(seed)
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if trainer.world_size <= 1:
-            return
-        rank_seed = self.seed + trainer.global_rank
-        L.seed_everything(rank_seed, workers=True, verbose=False)
-        os.environ["PL_GLOBAL_SEED"] = str(
-            self.seed
-        )  # DistributedSampler's shuffling seed: the same everywhere
-        log.info(
-            "rank %d of %d: random draws seeded with %d", trainer.global_rank, trainer.world_size, rank_seed
-        )
 
 
 def fix_hydra_multirun_children(trainer: Trainer) -> bool:

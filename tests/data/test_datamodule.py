@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cxr_ldm.data.datamodule import CXRDataModule
-from cxr_ldm.tokenization import EOT_TOKEN, SOT_TOKEN, tokenize
+from cxr_ldm.data.tokenization import EOT_TOKEN, SOT_TOKEN, tokenize
 
 
 def make_dm(prepared_dir, **kw) -> CXRDataModule:

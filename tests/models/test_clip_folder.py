@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cxr_ldm.models.text_encoder import FrozenOpenCLIPTextEncoder, sd21_text_encoder_config
-from cxr_ldm.tokenization import tokenize
+from cxr_ldm.data.tokenization import tokenize
 
 transformers = pytest.importorskip("transformers")
 

@@ -20,7 +20,7 @@ from cxr_ldm.models.text_encoder import (
     build_text_encoder,
     find_weights,
 )
-from cxr_ldm.tokenization import EOT_TOKEN, SOT_TOKEN, tokenize
+from cxr_ldm.data.tokenization import EOT_TOKEN, SOT_TOKEN, tokenize
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CONF = Path(__file__).resolve().parents[2] / "cxr_ldm" / "conf" / "text_encoder"

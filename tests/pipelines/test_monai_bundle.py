@@ -17,7 +17,7 @@ import torch
 from cxr_ldm.models.components import ModelLoadError
 from cxr_ldm.models.text_encoder import FrozenOpenCLIPTextEncoder
 from cxr_ldm.pipelines import CXRLDMPipeline
-from cxr_ldm.tokenization import tokenize
+from cxr_ldm.data.tokenization import tokenize
 
 pytest_plugins = ["ldm_fixtures"]
 

@@ -14,7 +14,8 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from cxr_ldm.utils.slurm import JobInterrupted, RequeueOnSignal, default_ckpt_path, slurm_job_id
+from cxr_ldm.callbacks.slurm_requeue import JobInterrupted, RequeueOnSignal
+from cxr_ldm.utils.slurm import default_ckpt_path, slurm_job_id
 
 
 class SendSignal(Callback):
