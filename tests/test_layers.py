@@ -1,0 +1,122 @@
+"""The package's layers point one way, read from the imports themselves (AST), imports inside functions included.
+
+utils -> conf -> data -> phantom -> models -> pipelines -> metrics -> evaluation | callbacks -> training | ui
+-> entry points (``cxr_ldm/<command>.py`` and ``__main__.py`` files). A module may import its own package and
+packages of earlier layers; packages that share a layer do not import each other, and no entry point imports
+another one. A new top-level package must be given its layer here.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "cxr_ldm"
+
+LAYERS: list[tuple[str, ...]] = [
+    ("utils",),
+    ("conf",),
+    ("data",),
+    ("phantom",),
+    ("models",),
+    ("pipelines",),
+    ("metrics",),
+    ("evaluation", "callbacks"),
+    ("training", "ui"),
+]
+ENTRY_POINTS = "entry points"
+RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+
+
+def unit_of(module: str, package: Path = PACKAGE) -> str:
+    """``cxr_ldm.metrics.fid`` -> ``metrics``; a top-level module or any ``__main__`` -> the entry points."""
+    parts = module.split(".")
+    if len(parts) < 2 or parts[-1] == "__main__" or not (package / parts[1]).is_dir():
+        return ENTRY_POINTS
+    return parts[1]
+
+
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = list(path.relative_to(package.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, package_dir: Path = PACKAGE) -> list[tuple[int, str]]:
+    """(line, absolute module) for every ``cxr_ldm`` import in the file, relative ones resolved."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module_name(path, package_dir).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            found.append((node.lineno, base))
+            # ``from cxr_ldm import sample``: the name is the module
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names if base == "cxr_ldm"]
+    return [(line, name) for line, name in found if name == "cxr_ldm" or name.startswith("cxr_ldm.")]
+
+
+def allowed(source: str, target: str) -> bool:
+    if source == ENTRY_POINTS:
+        return target != ENTRY_POINTS
+    if target == source:
+        return True
+    if target == ENTRY_POINTS:
+        return False
+    return RANK[target] < RANK[source]
+
+
+def backward_arrows(package: Path) -> list[str]:
+    arrows = []
+    for path in sorted(package.rglob("*.py")):
+        source = unit_of(module_name(path, package), package)
+        for line, target_module in imported_modules(path, package):
+            target = unit_of(target_module, package)
+            if target_module == "cxr_ldm" or allowed(source, target):
+                continue
+            earlier = [name for name, rank in RANK.items() if source == ENTRY_POINTS or rank < RANK[source]]
+            arrows.append(f"{path.relative_to(package.parent)}:{line} ({source}) imports {target_module} "
+                          f"({target}); {source} may import only {', '.join(earlier) or 'itself'}")  # fmt: skip
+    return arrows
+
+
+def test_every_package_has_a_layer():
+    packages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert packages - set(RANK) == set(), "give the new package its layer in tests/test_layers.py"
+
+
+def test_layers_point_one_way():
+    assert backward_arrows(PACKAGE) == []
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"metrics/a.py": "from cxr_ldm.sample import run\n"}, ["cxr_ldm.sample (entry points)"]),
+        ({"data/a.py": "def f():\n    from cxr_ldm.phantom.render import x\n"}, ["cxr_ldm.phantom.render (phantom)"]),
+        ({"evaluation/a.py": "from cxr_ldm.callbacks import fid\n"}, ["cxr_ldm.callbacks (callbacks)"]),
+        ({"models/a.py": "from ..pipelines import pipeline\n"}, ["cxr_ldm.pipelines (pipelines)"]),
+        ({"sample.py": "from cxr_ldm import train\n"}, ["cxr_ldm.train (entry points)"]),
+        ({"metrics/a.py": "from cxr_ldm.models.unet import x\nfrom . import b\nimport cxr_ldm.utils.cli\n"}, []),
+        ({"phantom/__main__.py": "from cxr_ldm.phantom.render import x\nfrom cxr_ldm.utils import cli\n"}, []),
+    ],
+)
+def test_the_check_finds_backward_arrows(tmp_path, files, expected):
+    """The checker itself, on a small made-up package: each import named, nothing else."""
+    root = tmp_path / "cxr_ldm"
+    for name in RANK:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / "__init__.py").write_text("")
+    for name, text in files.items():
+        (root / name).write_text(text)
+    found = backward_arrows(root)
+    assert len(found) == len(expected), found
+    for line, what in zip(found, expected, strict=True):
+        assert f"imports {what}" in line
