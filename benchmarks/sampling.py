@@ -18,10 +18,10 @@ import torch
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler
 
+from cxr_ldm.data.tokenization import tokenize
 from cxr_ldm.models.components import LDMComponents
 from cxr_ldm.models.text_encoder import FrozenOpenCLIPTextEncoder
 from cxr_ldm.pipelines import CXRLDMPipeline
-from cxr_ldm.data.tokenization import tokenize
 
 SCHEDULE = {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015, "beta_end": 0.0205,
             "prediction_type": "v_prediction"}  # fmt: skip

@@ -50,8 +50,8 @@ from torch.utils.data import DataLoader, Dataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cxr_ldm.models.speed import Speed, resolve_speed, use_sdpa  # noqa: E402
 from cxr_ldm.data.tokenization import tokenize  # noqa: E402
+from cxr_ldm.models.speed import Speed, resolve_speed, use_sdpa  # noqa: E402
 from cxr_ldm.utils import resolvers  # noqa: E402,F401  (${cwd:} and friends)
 
 CONF = REPO / "cxr_ldm" / "conf"

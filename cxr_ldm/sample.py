@@ -19,11 +19,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from cxr_ldm.data.tokenization import tokenize
 from cxr_ldm.pipelines import CXRLDMPipeline
 from cxr_ldm.pipelines.prompts import collect_prompts
 from cxr_ldm.pipelines.sample_folder import sample_to_folder
 from cxr_ldm.pipelines.settings import SamplingSettings
-from cxr_ldm.data.tokenization import tokenize
 from cxr_ldm.utils.cli import run_command
 from cxr_ldm.utils.devices import resolve_device
 from cxr_ldm.utils.figures import captioned_panels

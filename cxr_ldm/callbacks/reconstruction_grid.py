@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from cxr_ldm.utils.image_logging import image_dir, write_and_log_grid
 from cxr_ldm.callbacks.schedule import validation_epoch_due
+from cxr_ldm.utils.image_logging import image_dir, write_and_log_grid
 from cxr_ldm.utils.images import image_grid
 
 

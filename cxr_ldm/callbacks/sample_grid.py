@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from cxr_ldm.utils.image_logging import image_dir, write_and_log_grid
 from cxr_ldm.callbacks.schedule import validation_epoch_due
 from cxr_ldm.pipelines import CXRLDMPipeline
 from cxr_ldm.pipelines.settings import SamplingSettings
+from cxr_ldm.utils.image_logging import image_dir, write_and_log_grid
 from cxr_ldm.utils.images import image_grid
 
 

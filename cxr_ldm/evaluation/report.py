@@ -498,38 +498,16 @@ def grid_rows_of(folder: str | Path) -> list[tuple[str, list[Path]]]:
     return list(rows.items())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cxr_ldm.evaluation.report RUN [--sweep RUN ...] [--out DIR]``: (re)write a run's report,
-    e.g. after a ``-m sampling.guidance_scale=...`` sweep, whose job folders each hold a ``metrics.json``;
-    ``--sweep-dir DIR`` (re)writes the report of a whole multirun folder instead."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m cxr_ldm.evaluation.report", description=main.__doc__)
-    parser.add_argument("run", nargs="?", help="a metrics.json, or the folder holding it")
-    parser.add_argument("--sweep-dir", default=None, help="a multirun's out_dir: report over all its jobs")
-    parser.add_argument("--sweep", nargs="+", default=None, help="metrics.json files or folders of a sweep")
-    parser.add_argument("--out", default=None, help="where report.md goes (default: the run's folder)")
-    args = parser.parse_args(argv)
-    if args.sweep_dir:
-        print(write_sweep_report(args.sweep_dir, args.out)["report"])
-        return 0
-    if not args.run:
-        parser.error("give RUN (a metrics.json or its folder) or --sweep-dir DIR")
-    (metrics,) = load_metrics([args.run])
-    run = Path(args.run)
-    out = Path(args.out) if args.out else (run if run.is_dir() else run.parent)
-    sweep = load_metrics(args.sweep) if args.sweep else None
+def rewrite_run_report(run: str | Path, out: str | Path | None = None,
+                       sweep: Sequence[str | Path] | None = None) -> dict[str, Any]:  # fmt: skip
+    """(Re)write the report of one evaluation run (its ``metrics.json`` or folder) with the title, notes and model
+    name the evaluation used; ``sweep``: the ``metrics.json`` files (or folders) of a sweep to tabulate with it."""
+    (metrics,) = load_metrics([run])
+    run_dir = Path(run) if Path(run).is_dir() else Path(run).parent
     options = _get(metrics, "settings", "config", "report") or {}  # as the evaluation wrote it
-    run_dir = run if run.is_dir() else run.parent
     extra = {k: options[k] for k in ("title", "notes") if options.get(k)}
     source = _get(metrics, "samples", "model") or _get(metrics, "samples", "path")
     if options.get("model_name") or source:  # as the evaluation named it: the option, else the model's file name
         extra["model_name"] = str(options.get("model_name") or Path(str(source)).name)
-    written = write_report(metrics, out, sample_rows=grid_rows_of(run_dir / "report_samples") or None, sweep=sweep,
-                           **extra)  # fmt: skip
-    print(written["report"])
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return write_report(metrics, Path(out) if out else run_dir, sample_rows=grid_rows_of(run_dir / "report_samples")
+                        or None, sweep=load_metrics(sweep) if sweep else None, **extra)  # fmt: skip

@@ -7,7 +7,7 @@ evaluate.yaml puts job ``k`` in ``out_dir/k`` (``hydra.sweep.dir`` / ``subdir``)
 points the job's ``out_dir`` (its samples, metrics.json, report.md). A job only sees its own results, so the
 sweep's report is written when the whole multirun ends, by the Hydra callback :class:`SweepReport` that
 evaluate.yaml registers: ``out_dir/report.md`` with FID against alignment, one point per guidance scale.
-The same report can be written again later with ``python -m cxr_ldm.evaluation.report --sweep-dir out_dir``.
+The same report can be written again later with ``python -m cxr_ldm.report --sweep-dir out_dir``.
 """
 
 from __future__ import annotations

@@ -30,12 +30,12 @@ from lightning.pytorch import LightningModule
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 
+from cxr_ldm.data.tokenization import tokenize
 from cxr_ldm.models.components import SCHEDULE_KEYS, LDMComponents
 from cxr_ldm.models.ema import EMA
 from cxr_ldm.models.loading import read_components
 from cxr_ldm.models.speed import Speed, apply_speed, fused_factory, resolve_speed
 from cxr_ldm.models.text_encoder import build_text_encoder
-from cxr_ldm.data.tokenization import tokenize
 from cxr_ldm.utils.plain import to_plain
 from cxr_ldm.utils.rng import RNG_KEY, checkpoint_rng_states, resume_rng_states
 

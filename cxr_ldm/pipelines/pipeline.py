@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cxr_ldm.data.tokenization import count_tokens, tokenize
 from cxr_ldm.models.components import LDMComponents, ModelLoadError, read_ldm_checkpoint
 from cxr_ldm.models.exported import read_exported, write_exported
 from cxr_ldm.models.loading import existing_path, read_components
 from cxr_ldm.models.monai_bundle import SD21_TEXT_ENCODER_HINT, read_monai_bundle
 from cxr_ldm.pipelines.schedulers import SAMPLERS, make_sampler
-from cxr_ldm.data.tokenization import count_tokens, tokenize
 
 # Defaults of models this project trains: the fastest sampler that matched DDIM-50 on the demo model was DDIM-50
 # itself (DPM-Solver++ and UniPC at 20 steps keep the adherence but sit farther from DDIM-250; docs/sampling.md).

@@ -16,9 +16,9 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, Dataset
 
-from cxr_ldm.utils.image_logging import wandb_run_uploads
 from cxr_ldm.callbacks.reconstruction_grid import ReconstructionGridCallback, reconstruction_grid
 from cxr_ldm.models.autoencoder import AutoencoderKLModule
+from cxr_ldm.utils.image_logging import wandb_run_uploads
 
 SIZE, PAD = 32, 2
 

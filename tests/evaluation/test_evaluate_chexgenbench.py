@@ -22,12 +22,12 @@ from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance
 from transformers import AutoImageProcessor, AutoModel
 
-from cxr_ldm.evaluation.report import main as report_main
 from cxr_ldm.evaluation.runner import Evaluation, EvaluationError
 from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL
 from cxr_ldm.metrics.per_pathology import CHEXPERT_LABELS, label_column
 from cxr_ldm.metrics.raddino import RadDinoWeightsError
 from cxr_ldm.metrics.reid import REID_FILE
+from cxr_ldm.report import main as report_main
 
 pytest_plugins = ["ldm_fixtures"]
 

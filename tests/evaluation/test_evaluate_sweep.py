@@ -1,6 +1,6 @@
 """A guidance-scale sweep as users run it: ``python -m cxr_ldm.evaluate -m sampling.guidance_scale=1,7``. Each job
 evaluates into ``out_dir/<job>``; when the multirun ends, the Hydra callback writes ``out_dir/report.md`` with FID
-against alignment, one point per guidance scale; ``python -m cxr_ldm.evaluation.report --sweep-dir`` rewrites it."""
+against alignment, one point per guidance scale; ``python -m cxr_ldm.report --sweep-dir`` rewrites it."""
 
 from __future__ import annotations
 
@@ -46,6 +46,6 @@ def test_guidance_sweep_writes_one_folder_per_job_and_the_sweep_report(
         assert plot.size == (600, 450)
 
     (out / "report.md").unlink()
-    again = run_module("cxr_ldm.evaluation.report", "--sweep-dir", str(out), cwd=tmp_path, env=env, timeout=300)
+    again = run_module("cxr_ldm.report", "--sweep-dir", str(out), cwd=tmp_path, env=env, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out / "report.md").read_text() == report

@@ -167,7 +167,7 @@ def test_sweep_points_and_loading(tmp_path: Path):
 def test_command_line_rewrites_a_report_with_a_sweep(tmp_path: Path, capsys):
     import json
 
-    from cxr_ldm.evaluation.report import main
+    from cxr_ldm.report import main
 
     for g in (2.0, 7.0):
         (tmp_path / f"g{g:g}").mkdir()

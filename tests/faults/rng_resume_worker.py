@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: helpers,
 from helpers import TINY_AUTOENCODER  # noqa: E402
 from ldm_fixtures import build_ldm, make_loader, quiet_trainer  # noqa: E402
 
-from cxr_ldm.models.autoencoder import AutoencoderKLModule  # noqa: E402
 from cxr_ldm.callbacks.rank_seeds import RankSeeds  # noqa: E402
+from cxr_ldm.models.autoencoder import AutoencoderKLModule  # noqa: E402
 
 
 class RngProbe(L.Callback):

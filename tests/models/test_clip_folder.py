@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxr_ldm.models.text_encoder import FrozenOpenCLIPTextEncoder, sd21_text_encoder_config
 from cxr_ldm.data.tokenization import tokenize
+from cxr_ldm.models.text_encoder import FrozenOpenCLIPTextEncoder, sd21_text_encoder_config
 
 transformers = pytest.importorskip("transformers")
 

@@ -20,10 +20,10 @@ from ldm_fixtures import (
 )
 from omegaconf import OmegaConf
 
+from cxr_ldm.data.tokenization import tokenize
 from cxr_ldm.models.diffusion import LatentDiffusionModule, read_autoencoder_checkpoint
 from cxr_ldm.models.ema import EMA, ema_decay_at
 from cxr_ldm.pipelines import CXRLDMPipeline
-from cxr_ldm.data.tokenization import tokenize
 
 pytest_plugins = ["ldm_fixtures"]
 

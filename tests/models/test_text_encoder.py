@@ -14,13 +14,13 @@ from ldm_fixtures import TINY_TEXT_CFG as TINY
 from ldm_fixtures import full_clip_state_dict
 from omegaconf import OmegaConf
 
+from cxr_ldm.data.tokenization import EOT_TOKEN, SOT_TOKEN, tokenize
 from cxr_ldm.models.text_encoder import (
     FrozenOpenCLIPTextEncoder,
     TextEncoderWeightsNotFound,
     build_text_encoder,
     find_weights,
 )
-from cxr_ldm.data.tokenization import EOT_TOKEN, SOT_TOKEN, tokenize
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CONF = Path(__file__).resolve().parents[2] / "cxr_ldm" / "conf" / "text_encoder"

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from cxr_ldm.data.tokenization import tokenize
 from cxr_ldm.models.components import ModelLoadError
 from cxr_ldm.models.text_encoder import FrozenOpenCLIPTextEncoder
 from cxr_ldm.pipelines import CXRLDMPipeline
-from cxr_ldm.data.tokenization import tokenize
 
 pytest_plugins = ["ldm_fixtures"]
 
