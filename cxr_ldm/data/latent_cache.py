@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from cxr_ldm.data.dataset import load_image
+from cxr_ldm.utils.hashing import state_dict_sha256
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,9 @@ class LatentCacheError(RuntimeError):
 # --------------------------------------------------------------------------------------------------- keys
 def autoencoder_fingerprint(autoencoder: nn.Module, arch: Mapping[str, Any] | None = None) -> str:
     """sha256 of the autoencoder's weights (names, dtypes, shapes, bytes) and of its architecture kwargs."""
-    digest = hashlib.sha256()
     arch = {k: v for k, v in dict(arch or {}).items() if k not in _ARCH_KEYS_IGNORED}
-    digest.update(json.dumps(arch, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(autoencoder.state_dict().items()):
-        value = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    prefix = json.dumps(arch, sort_keys=True, default=str).encode()
+    return state_dict_sha256(autoencoder.state_dict(), separator="|", prefix=prefix)
 
 
 def cache_key(fingerprint: str, image_size: int, manifest: Path, shard_size: int = SHARD_SIZE) -> str:

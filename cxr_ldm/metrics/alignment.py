@@ -23,7 +23,6 @@ weights only when explicitly allowed, labelled :data:`RANDOM_WEIGHTS_LABEL`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from PIL import Image
 from torch import nn
 
 from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL, weights_fingerprint
+from cxr_ldm.utils.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +119,6 @@ def find_biovil_t_folder(
             continue
         return _check_folder(Path(folder), f"the Hugging Face cache's copy of {BIOVIL_T_REPO}@{revision}")
     return None
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _plumbing_vocab() -> list[str]:
@@ -215,7 +207,7 @@ class BioViLTAlignment(nn.Module):
             raise AlignmentWeightsError(
                 f"{folder / IMAGE_WEIGHTS} is not BioViL-T's image model state dict: {str(err)[:300]}"
             ) from err
-        sha = {"text": _file_sha256(_text_weights(folder)), "image": _file_sha256(folder / IMAGE_WEIGHTS)}
+        sha = {"text": file_sha256(_text_weights(folder)), "image": file_sha256(folder / IMAGE_WEIGHTS)}
         return cls(text, tokenizer, image, str(folder.resolve()), sha)
 
     @property

@@ -8,7 +8,6 @@ written atomically (a temporary file, then a rename), so concurrent jobs of a sw
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from cxr_ldm.utils.hashing import json_digest
+
 log = logging.getLogger(__name__)
 
 
 def cache_key(parts: Mapping[str, Any]) -> str:
     """A stable hex key of JSON-able ``parts`` (sorted keys; non-JSON values by their ``str``)."""
-    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+    return json_digest(parts, 24, sort_keys=True, separators=(",", ":"))
 
 
 class FeatureCache:

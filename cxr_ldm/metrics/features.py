@@ -13,7 +13,6 @@ never downloads. Random weights only serve plumbing tests and are labelled :data
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
@@ -26,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from cxr_ldm.utils.hashing import state_dict_sha256
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +166,7 @@ def load_xrv_densenet(
 
 def weights_fingerprint(module: nn.Module) -> str:
     """sha256 of a module's state dict (names, shapes, dtypes, values): part of every cached-feature key."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
+    return state_dict_sha256(module.state_dict(), separator=":")
 
 
 class XRVFeatureExtractor(nn.Module):

@@ -19,13 +19,14 @@ three channels, as PIL's ``convert("RGB")`` does; the network resizes to 299 px 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from cxr_ldm.utils.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,6 @@ def inception_weights_file(weights_file: str | Path | None = None) -> Path:
             "or pass fid.inception_weights=FILE (or set fid.inception=false)."
         )
     return path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _require_torch_fidelity() -> None:

@@ -20,7 +20,6 @@ processor) only when explicitly allowed, labelled :data:`RANDOM_WEIGHTS_LABEL`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL, weights_fingerprint
+from cxr_ldm.utils.hashing import file_sha256, json_digest
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +94,6 @@ def find_raddino_folder(
     except LocalEntryNotFoundError:
         return None
     return _check_folder(Path(folder), f"the Hugging Face cache's copy of {repo}", repo)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_raddino(
@@ -179,8 +171,8 @@ class RadDinoFeatureExtractor(nn.Module):
     @property
     def fingerprint(self) -> str:
         """Weights file sha256 plus a hash of the processor settings: part of every cached-feature key."""
-        blob = json.dumps(self.processor_config, sort_keys=True).encode("utf-8")
-        return f"sha256:{self.weights_sha256}+processor:{hashlib.sha256(blob).hexdigest()[:16]}"
+        processor = json_digest(self.processor_config, 16, sort_keys=True)
+        return f"sha256:{self.weights_sha256}+processor:{processor}"
 
     def protocol(self) -> dict[str, Any]:
         """What ``metrics.json`` states about these features."""

@@ -21,7 +21,6 @@ training patient); the summary gives mean, max and the share above 0.5.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import nn
 
 from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL, weights_fingerprint
 from cxr_ldm.metrics.memorization import distribution
+from cxr_ldm.utils.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,6 @@ def reid_cache_file(cache_dir: str | Path | None = None) -> Path | None:
 
     found = try_to_load_from_cache(REID_REPO, REID_FILE, cache_dir=str(cache_dir) if cache_dir else None)
     return Path(found) if isinstance(found, str) else None
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_reid_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -152,7 +144,7 @@ class SiameseReID(nn.Module):
             raise ReIDWeightsError(
                 f"{path} does not match the Siamese ResNet-50 (128 features) of CheXGenBench: {str(err)[:300]}"
             ) from err
-        return cls(network, str(path.resolve()), _file_sha256(path))
+        return cls(network, str(path.resolve()), file_sha256(path))
 
     @property
     def is_random(self) -> bool:

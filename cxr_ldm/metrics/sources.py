@@ -7,7 +7,6 @@ Images are read in batches by a DataLoader, so no metric holds a whole set of im
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,7 @@ from cxr_ldm.data.excerpts import ExcerptSampler
 from cxr_ldm.data.mimic import image_relpath
 from cxr_ldm.data.phantom import FINDING_COLUMNS, GROUND_TRUTH_FILE, load_ground_truth
 from cxr_ldm.pipelines.sample_folder import SAMPLES_FILE, read_samples
+from cxr_ldm.utils.hashing import json_digest
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _digest(items: list[Any]) -> str:
-    return hashlib.sha256(json.dumps(items, default=str).encode("utf-8")).hexdigest()[:24]
+    return json_digest(items, 24)  # 24 digits, default separators: as the cached identities hold
 
 
 @dataclass

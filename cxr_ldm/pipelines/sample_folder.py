@@ -8,7 +8,6 @@ discard them. Image ``k`` always uses its own seed, so it does not depend on whi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,16 +18,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cxr_ldm.pipelines.settings import SamplingSettings
+from cxr_ldm.utils.hashing import json_digest
 from cxr_ldm.utils.images import save_png
 
 log = logging.getLogger(__name__)
 
 SAMPLES_FILE = "samples.json"
 FORMAT_VERSION = 2
-
-
-def _digest(items: Sequence[Any]) -> str:
-    return hashlib.sha256(json.dumps(list(items)).encode("utf-8")).hexdigest()
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -63,7 +59,7 @@ def sample_to_folder(
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     used = settings.resolved(pipe)
-    fingerprint = {"model": model, **used, "prompts_sha256": _digest(prompts), "seeds_sha256": _digest(seeds)}
+    fingerprint = {"model": model, **used, "prompts_sha256": json_digest(prompts), "seeds_sha256": json_digest(seeds)}
     if Path(model).is_file():
         stat = Path(model).stat()
         fingerprint.update(model_size=stat.st_size, model_mtime_ns=stat.st_mtime_ns)
