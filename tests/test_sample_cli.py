@@ -8,16 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_module
-from hydra import compose, initialize_config_dir
-from ldm_fixtures import INFERENCE_CONF_DIR
+from helpers import compose_config, run_module
 from PIL import Image
 
 from cxr_ldm.models.components import ModelLoadError
 from cxr_ldm.pipelines import CXRLDMPipeline
 from cxr_ldm.pipelines.prompts import PromptError, collect_prompts
+from cxr_ldm.pipelines.sample_job import SampleConfigError
+from cxr_ldm.pipelines.sample_job import sample_as_configured as run
 from cxr_ldm.pipelines.settings import SamplingConfigError
-from cxr_ldm.sample import SampleConfigError, run
 from cxr_ldm.utils.images import image_grid
 
 pytest_plugins = ["ldm_fixtures"]
@@ -95,8 +94,7 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path: Path):
 
 
 def sample_cfg(**overrides: object):
-    with initialize_config_dir(config_dir=str(INFERENCE_CONF_DIR), version_base="1.3"):
-        return compose(config_name="sample", overrides=[f"{k}={v}" for k, v in overrides.items()])
+    return compose_config("sample", [f"{k}={v}" for k, v in overrides.items()], inference=True)
 
 
 def test_option_errors_name_the_option(tmp_path: Path, trained_ldm_ckpt: Path):

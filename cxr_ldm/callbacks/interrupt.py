@@ -44,6 +44,9 @@ class CheckpointOnInterrupt(RequeueOnSignal):
             print("\nCtrl-C: writing last.ckpt after the current training batch (Ctrl-C again to stop at once)",
                   flush=True)  # fmt: skip
 
+    def _announce(self, trainer: Trainer) -> None:
+        log.info("Ctrl-C or SIGTERM writes last.ckpt to %s after the current training batch", self.dirpath)
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:

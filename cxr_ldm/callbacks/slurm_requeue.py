@@ -127,6 +127,9 @@ class RequeueOnSignal(Callback):
         self._main_pid = os.getpid()
         self._install(self.requeue_signal)
         self._install(signal.SIGTERM)
+        self._announce(trainer)
+
+    def _announce(self, trainer: Trainer) -> None:
         log.info(
             "SLURM job %s (restart %d) trains from step %d; on %s or SIGTERM, last.ckpt is written to %s",
             slurm_job_id(), restart_count(), trainer.global_step, self.requeue_signal.name, self.dirpath,

@@ -36,6 +36,7 @@ from cxr_ldm.utils.checkpoints import (
 from cxr_ldm.utils.config_tree import print_config_tree
 from cxr_ldm.utils.distributed import fix_hydra_multirun_children
 from cxr_ldm.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from cxr_ldm.utils.lightning_noise import quiet_lightning
 from cxr_ldm.utils.run_info import RunInfo
 from cxr_ldm.utils.slurm import default_ckpt_path, in_slurm_job
 
@@ -91,10 +92,15 @@ def _train(cfg: DictConfig, output_dir: Path, run_info: RunInfo) -> tuple[dict[s
         callbacks.append(CheckpointOnInterrupt(output_dir / "checkpoints"))
     if cfg.get("seed") is not None:  # same initial weights on every rank, different random draws
         callbacks.append(RankSeeds(cfg.seed))
+    with quiet_lightning():  # Lightning's tips and hints a user cannot act on (utils/lightning_noise.py)
+        return _fit(cfg, output_dir, run_info, datamodule, model, callbacks + slurm_callbacks, loggers, plugins)
+
+
+def _fit(cfg: DictConfig, output_dir: Path, run_info: RunInfo, datamodule: L.LightningDataModule,
+         model: L.LightningModule, callbacks: list, loggers: list, plugins: list) -> tuple[dict[str, float], dict]:  # fmt: skip
     trainer: L.Trainer = instantiate_option(
-        cfg.trainer, "trainer", callbacks=callbacks + slurm_callbacks, logger=loggers or False,
-        plugins=[AtomicCheckpointIO(), *plugins],
-    )  # fmt: skip
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO(), *plugins]
+    )
     fix_hydra_multirun_children(trainer)  # DDP children of a local multirun job run that job
     seed = cfg.get("seed")
     run_info.update(world_size=trainer.world_size,
