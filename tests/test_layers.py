@@ -120,3 +120,28 @@ def test_the_check_finds_backward_arrows(tmp_path, files, expected):
     assert len(found) == len(expected), found
     for line, what in zip(found, expected, strict=True):
         assert f"imports {what}" in line
+
+
+def entry_point_modules(package: Path = PACKAGE) -> dict[str, Path]:
+    """``python -m cxr_ldm.<name>`` -> file: the package's top-level modules and its ``__main__.py`` files."""
+    found = {p.stem: p for p in package.glob("*.py") if p.name != "__init__.py"}
+    found |= {p.parent.name: p for p in package.rglob("__main__.py")}
+    return found
+
+
+def console_scripts() -> dict[str, str]:
+    import tomllib
+
+    return tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def test_every_command_is_thin_and_has_a_console_script():
+    scripts = console_scripts()
+    for name, path in entry_point_modules().items():
+        module = module_name(path)
+        script = f"cxr-ldm-{name.replace('_', '-')}"
+        assert scripts.get(script) == f"{module}:main", f"[project.scripts] {script} = \"{module}:main\""
+        lines = len(path.read_text().splitlines())
+        assert lines <= 60, f"{path.relative_to(PACKAGE.parent)} has {lines} lines: move its work to its layer"
+        assert "def main(" in path.read_text()
+    assert {target.split(":")[0] for target in scripts.values()} == {module_name(p) for p in entry_point_modules().values()}

@@ -1,0 +1,41 @@
+"""Stage 2's latent cache built ahead of training, from the same overrides as the training run (hence the same
+data, image size, autoencoder and cache key): the work of ``python -m cxr_ldm.cache_latents``."""
+
+from __future__ import annotations
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from cxr_ldm.data.latent_cache import ensure_latent_cache
+
+
+def cache_latents_as_configured(cfg: DictConfig) -> dict[str, int]:
+    """Build (or complete) the cache of ``cache_splits`` (default train and validate); returns each split's size."""
+    from monai.networks.nets import AutoencoderKL
+
+    from cxr_ldm.models.diffusion import read_autoencoder_checkpoint
+
+    if not cfg.model.get("autoencoder_ckpt"):
+        raise ValueError(
+            "cache_latents needs the stage-1 checkpoint of the stage-2 run: model.autoencoder_ckpt=AEKL.ckpt "
+            "(with experiment=ldm or ldm_phantom)"
+        )
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()  # phantom data are made on first use
+    arch, state = read_autoencoder_checkpoint(cfg.model.autoencoder_ckpt)
+    device = torch.device(cfg.get("cache_device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    autoencoder = AutoencoderKL(**arch)
+    autoencoder.load_state_dict(state)
+    autoencoder.to(device).eval()
+    sizes = {}
+    for split in cfg.get("cache_splits") or ["train", "validate"]:
+        store = ensure_latent_cache(
+            datamodule.data_dir, split, cfg.data.image_size, autoencoder, arch=arch,
+            cache_dir=cfg.data.get("latent_cache_dir"), shard_size=cfg.data.get("latent_cache_shard_size", 1024),
+            device=device, batch_size=cfg.data.get("eval_batch_size") or cfg.data.batch_size,
+            num_workers=cfg.data.num_workers,
+        )  # fmt: skip
+        print(f"{split}: {len(store)} posteriors of shape {store.latent_shape} in {store.cache.folder}")
+        sizes[split] = len(store)
+    return sizes
