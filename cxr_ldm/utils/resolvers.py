@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -33,6 +34,50 @@ def slurm_gpus_per_node(accelerator: Any, devices: Any) -> int | None:
     )
 
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+_NOT_OPTIONS = ("defaults:", "hydra:")
+
+
+def _config_file(config: str) -> Path:
+    """``sample`` -> ``conf/inference/sample.yaml``, ``train`` -> ``conf/train.yaml`` (a command's config)."""
+    for path in (CONF_DIR / f"{config}.yaml", CONF_DIR / "inference" / f"{config}.yaml"):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no command config {config}.yaml in {CONF_DIR} or {CONF_DIR / 'inference'}")
+
+
+def command_usage(config: str) -> str:
+    """The comment lines a command's config starts with (its usage and what it writes), for ``--help``."""
+    lines = []
+    for line in _config_file(config).read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        if not line.startswith("# @package"):
+            lines.append(line[2:] if line.startswith("# ") else line[1:])
+    return "\n".join(lines)
+
+
+def command_options(config: str) -> str:
+    """A command's options with their comments, for ``--help``: the text of its config file without its
+    ``defaults:`` and ``hydra:`` blocks (Hydra's own help prints values only, and the comments say what they mean).
+    """
+    lines: list[str] = []
+    comments: list[str] = []  # comment lines above a key belong to it (dropped with a dropped block)
+    skipping = False
+    for line in _config_file(config).read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            if not line.startswith("# @package"):
+                comments.append(line)
+            continue
+        if line[:1] not in ("", " "):  # a top-level key
+            skipping = line.startswith(_NOT_OPTIONS)
+        if not skipping:
+            lines += comments + [line]
+        comments = []
+    lines += comments
+    return "\n".join(lines).strip("\n")
+
+
 def register_resolvers() -> None:
     # A short random id makes run folders unique even for two runs started in the same second.
     # use_cache=True: resolved once per config; Hydra copies the cache into every multirun job's config,
@@ -46,6 +91,10 @@ def register_resolvers() -> None:
     # ${slurm_gpus:${trainer.accelerator},${trainer.devices}}: hydra/launcher=slurm's gpus_per_node
     if not OmegaConf.has_resolver("slurm_gpus"):
         OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus_per_node)
+    # ${command_usage:sample} and ${command_options:sample}: a command's --help (conf/hydra/help/command.yaml)
+    for name, function in (("command_usage", command_usage), ("command_options", command_options)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
 
 
 register_resolvers()
