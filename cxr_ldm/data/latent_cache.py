@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from cxr_ldm.data.dataset import load_image
+from cxr_ldm.utils.atomic import atomic_write, atomic_write_text
 from cxr_ldm.utils.hashing import state_dict_sha256
 
 log = logging.getLogger(__name__)
@@ -171,21 +171,15 @@ class LatentCache:
         return len(todo)
 
     def _write(self, shard: int, array: np.ndarray) -> None:
-        path = self.shard_path(shard)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)  # atomic: readers see a whole shard or none
+        # atomic: readers see a whole shard or none
+        atomic_write(self.shard_path(shard), lambda fh: np.save(fh, np.ascontiguousarray(array)), "latent shard")
 
     def write_meta(self, meta: Mapping[str, Any]) -> None:
         path = self.folder / "meta.json"
         if path.is_file():
             return
-        tmp = path.with_name(f".meta.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"n": self.n, "shard_size": self.shard_size, **meta}, indent=2))
-        os.replace(tmp, path)
+        text = json.dumps({"n": self.n, "shard_size": self.shard_size, **meta}, indent=2)
+        atomic_write_text(path, text, "latent cache meta file", durable=False)
 
     def reader(self) -> LatentStore:
         missing = self.missing()

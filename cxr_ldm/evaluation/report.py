@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL
+from cxr_ldm.utils.atomic import atomic_write_text
 from cxr_ldm.utils.figures import captioned_panels, stack_rows
 
 SEED_PUBLISHED_SOURCE = "the reference model's publication (DESIGN.md, 'published figures')"
@@ -426,9 +427,7 @@ def write_report(
         parts += ["## Protocols", "", *protocols, ""]
     out.mkdir(parents=True, exist_ok=True)
     report = out / "report.md"
-    tmp = report.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(report)
+    atomic_write_text(report, "\n".join(parts), "report", durable=False)
     written["report"] = report
     return written
 
@@ -479,9 +478,7 @@ def write_sweep_report(sweep_dir: str | Path, out_dir: str | Path | None = None,
         parts += [f"**Some numbers come from random network weights ({RANDOM_FLAG}); never report them.**", ""]
     out.mkdir(parents=True, exist_ok=True)
     report = out / "report.md"
-    tmp = report.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(report)
+    atomic_write_text(report, "\n".join(parts), "report", durable=False)
     written["report"] = report
     return written
 

@@ -24,6 +24,7 @@ from cxr_ldm.evaluation.registry import MEASURES, networks_for
 from cxr_ldm.evaluation.report import write_report
 from cxr_ldm.evaluation.table import format_table
 from cxr_ldm.metrics.sources import native_size
+from cxr_ldm.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,7 @@ class Evaluation:
         payload = {**self.metrics, "samples": samples or None, "settings": settings}
         self.payload = payload
         path = self.out_dir / METRICS_FILE
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(payload, indent=2, default=str), "metrics file", durable=False)
         return path
 
     def _sampling(self) -> dict[str, Any]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cxr_ldm.utils.atomic import atomic_write, atomic_write_text
 from cxr_ldm.utils.hashing import json_digest
 
 log = logging.getLogger(__name__)
@@ -53,15 +53,9 @@ class FeatureCache:
         path = self.path(kind, parts)
         if path is None:
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-        meta = path.with_suffix(".json")
-        meta_tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
-        meta_tmp.write_text(json.dumps(dict(parts), indent=2, sort_keys=True, default=str), encoding="utf-8")
-        os.replace(meta_tmp, meta)
+        atomic_write(path, lambda f: np.savez(f, **arrays), "feature cache file", durable=False)
+        meta = json.dumps(dict(parts), indent=2, sort_keys=True, default=str)
+        atomic_write_text(path.with_suffix(".json"), meta, "feature cache file", durable=False)
         return path
 
     def get_or_compute(

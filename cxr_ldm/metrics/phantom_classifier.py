@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from cxr_ldm.data.phantom import FINDING_COLUMNS, render_pa, sample_findings
 from cxr_ldm.data.preparation import resize_shorter_side
 from cxr_ldm.metrics.auroc import auroc
 from cxr_ldm.metrics.feature_cache import cache_key
+from cxr_ldm.utils.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +226,7 @@ def load_or_train_phantom_classifier(
     )
     classifier = train_phantom_classifier(settings, progress=progress)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({"state_dict": classifier.model.state_dict(), "info": classifier.info}, tmp)
-        os.replace(tmp, path)
+        payload = {"state_dict": classifier.model.state_dict(), "info": classifier.info}
+        atomic_write(path, lambda f: torch.save(payload, f), "phantom classifier cache file", durable=False)
         classifier.info["cache_file"] = str(path)
     return classifier, False

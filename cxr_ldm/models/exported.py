@@ -16,9 +16,6 @@ No pickle is involved in reading, so a downloaded folder cannot run code on load
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from cxr_ldm.models.components import LDMComponents, ModelLoadError, check_unet_fits
 from cxr_ldm.models.text_encoder import build_text_encoder
+from cxr_ldm.utils.atomic import atomic_folder
 
 INDEX_FILE = "model_index.json"
 FORMAT_VERSION = 1
@@ -62,9 +60,7 @@ def write_exported(components: LDMComponents, out_dir: str | Path, model_card: s
         raise ModelLoadError(f"out_dir={str(out)!r} exists and is not empty: choose another folder or overwrite=true")
     if components.text_encoder is None:
         raise ModelLoadError("cannot export a model without a text encoder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         for name, module in (("autoencoder", components.autoencoder), ("unet", components.unet)):
             _write_json(tmp / name / "config.json", components.configs[name])
             save_file(_tensors(module), str(tmp / name / NETWORK_WEIGHTS))
@@ -89,12 +85,6 @@ def write_exported(components: LDMComponents, out_dir: str | Path, model_card: s
             },
         )
         (tmp / "README.md").write_text(model_card, encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cxr_ldm.pipelines.settings import SamplingSettings
+from cxr_ldm.utils.atomic import atomic_write, atomic_write_text
 from cxr_ldm.utils.hashing import json_digest
 from cxr_ldm.utils.images import save_png
 
@@ -25,12 +25,6 @@ log = logging.getLogger(__name__)
 
 SAMPLES_FILE = "samples.json"
 FORMAT_VERSION = 2
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def default_names(n: int) -> list[str]:
@@ -83,7 +77,7 @@ def sample_to_folder(
         manifest = {"format_version": FORMAT_VERSION, "model": model, "fingerprint": fingerprint, "settings": used,
                     "complete": len(done) == len(names), "images": [records[k] for k in sorted(done)],
                     **(extra or {})}  # fmt: skip
-        _write_text_atomic(out / SAMPLES_FILE, json.dumps(manifest, indent=2))
+        atomic_write_text(out / SAMPLES_FILE, json.dumps(manifest, indent=2), "sample manifest", durable=False)
         return manifest
 
     write_manifest()
@@ -96,10 +90,8 @@ def sample_to_folder(
             idx = todo[start : start + chunk]
             images = pipe([prompts[k] for k in idx], seeds=[seeds[k] for k in idx], progress=False,
                           **settings.call_kwargs())  # fmt: skip
-            for k, image in zip(idx, images, strict=True):
-                tmp = out / f".{names[k]}.tmp.png"
-                save_png(image[0], tmp)
-                os.replace(tmp, out / names[k])  # a file on disk is always complete
+            for k, image in zip(idx, images, strict=True):  # a file on disk is always complete
+                atomic_write(out / names[k], lambda f, image=image: save_png(image[0], f), "image", durable=False)
             done.update(idx)
             bar.update(len(idx))
             write_manifest()

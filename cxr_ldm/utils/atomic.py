@@ -7,14 +7,18 @@ before and of the folder after makes the new version survive a crash of the mach
 :class:`DiskFullError` (or the ``OSError`` itself) naming the file.
 
 Temporary files are named ``.<name>.<pid>.tmp``; :func:`remove_stale_temporaries` clears those of killed
-processes.
+processes. A whole folder (an exported model) is built under a temporary name and renamed by
+:func:`atomic_folder`.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -106,6 +110,27 @@ def atomic_write_bytes(path: str | Path, data: bytes, what: str = "file", durabl
 
 def atomic_write_text(path: str | Path, text: str, what: str = "file", durable: bool = True) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"), what, durable)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Build the folder ``path`` in a temporary folder beside it (``.<name>.<random>``), yielded, then rename it.
+
+    On success an existing ``path`` is removed and the temporary folder takes its place (the removal and the
+    rename are two steps: a kill between them leaves no ``path``, never a partial one); on any error the
+    temporary folder is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def remove_stale_temporaries(folder: str | Path, pattern: str = ".*.tmp") -> list[Path]:

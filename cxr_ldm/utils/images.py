@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -23,10 +24,14 @@ def image_grid(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: flo
     return to_uint8(grid[0])
 
 
-def save_png(pixels: np.ndarray | torch.Tensor, path: str | Path) -> Path:
-    """Write an 8-bit grayscale PNG (a tensor is taken as 0..1), creating the folder."""
+def save_png(pixels: np.ndarray | torch.Tensor, path: str | Path | IO[bytes]) -> Path | IO[bytes]:
+    """Write an 8-bit grayscale PNG (a tensor is taken as 0..1) to a path, creating the folder, or to an open
+    binary file (e.g. :func:`cxr_ldm.utils.atomic.atomic_write`'s)."""
+    array = to_uint8(pixels.squeeze()) if isinstance(pixels, torch.Tensor) else pixels
+    if not isinstance(path, str | Path):
+        Image.fromarray(array).save(path, format="PNG")
+        return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = to_uint8(pixels.squeeze()) if isinstance(pixels, torch.Tensor) else pixels
     Image.fromarray(array).save(path)
     return path
