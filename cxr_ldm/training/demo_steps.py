@@ -11,6 +11,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from cxr_ldm.utils.checkpoints import pick_checkpoint
+
 
 def run_step(args: list[str], what: str) -> None:
     """``python ARGS`` as a user would type it; a failed step ends the demo, keeping the finished ones."""
@@ -19,14 +21,6 @@ def run_step(args: list[str], what: str) -> None:
     if proc.returncode != 0:
         raise SystemExit(f"demo: {what} failed (exit {proc.returncode}); fix the error above and re-run: "
                          f"finished steps are kept and skipped.")  # fmt: skip
-
-
-def _best_or_last(run_dir: Path) -> Path:
-    ckpts = run_dir / "checkpoints"
-    best = [p for p in ckpts.glob("epoch_*.ckpt")]
-    if best:
-        return max(best, key=lambda p: p.stat().st_mtime)
-    return ckpts / "last.ckpt"
 
 
 def train_stage(stage: str, experiment: str, out: Path, cfg: DictConfig, extra: list[str]) -> Path:
@@ -44,7 +38,7 @@ def train_stage(stage: str, experiment: str, out: Path, cfg: DictConfig, extra: 
     ]  # fmt: skip
     resume = ["ckpt_path=last"] if (run_dir / "checkpoints").is_dir() else []
     run_step(["-m", "cxr_ldm.train", f"experiment={experiment}", *common, *resume, *extra], f"train {stage}")
-    shutil.copyfile(_best_or_last(run_dir), target)
+    shutil.copyfile(pick_checkpoint(run_dir, "best") or run_dir / "checkpoints" / "last.ckpt", target)
     return target
 
 

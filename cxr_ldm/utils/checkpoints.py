@@ -152,14 +152,41 @@ def checkpoint_step(path: str | Path) -> int | None:
         return None
 
 
+def pick_checkpoint(run_dir: str | Path, which: str = "latest") -> Path | None:
+    """A complete checkpoint among ``run_dir/checkpoints/*.ckpt``; ``None`` when there is none.
+
+    ``"latest"``: the one furthest into training (its ``global_step``; ``last.ckpt`` on a tie, then the newer
+    file), what ``ckpt_path=last`` resumes. ``"best"``: ModelCheckpoint's monitored ``epoch_*.ckpt``
+    (``save_top_k: 1``; the newest file if there are several), else the latest: what a finished run keeps.
+    An incomplete file (truncated by another tool) is skipped with a warning, and stray temporary files of
+    killed writers are removed.
+    """
+    if which not in ("latest", "best"):
+        raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    remove_stale_temporaries(ckpt_dir)
+    ranked = []
+    for path in sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []:
+        step = checkpoint_step(path)
+        if step is None:
+            log.warning("%s is incomplete (truncated or not a checkpoint); skipping it", path)
+            continue
+        ranked.append((step, path.name == "last.ckpt", path.stat().st_mtime, path))
+    best = [(mtime, path) for _, _, mtime, path in ranked if path.name.startswith("epoch_")]
+    if which == "best" and best:
+        return max(best)[1]
+    return max(ranked)[3] if ranked else None
+
+
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: str | Path) -> str | None:
     """``None`` -> start fresh; ``"last"`` -> the newest complete checkpoint of ``run_dir``; else the path itself.
 
-    ``last`` takes, among the complete ``checkpoints/*.ckpt`` of the run, the one furthest into training (its
-    ``global_step``; ``last.ckpt`` on a tie): a job killed after writing an epoch's checkpoint but before its
-    ``last.ckpt`` resumes from that epoch. An incomplete file (truncated by another tool) is skipped with a
-    warning, and stray temporary files of killed writers are removed. With no checkpoint at all the run starts
-    fresh (a requeued job that died before its first save resumes nothing), and says so.
+    ``last`` takes, among the complete ``checkpoints/*.ckpt`` of the run, the one furthest into training
+    (:func:`pick_checkpoint` ``"latest"``: its ``global_step``; ``last.ckpt`` on a tie): a job killed after
+    writing an epoch's checkpoint but before its ``last.ckpt`` resumes from that epoch. An incomplete file
+    (truncated by another tool) is skipped with a warning, and stray temporary files of killed writers are
+    removed. With no checkpoint at all the run starts fresh (a requeued job that died before its first save
+    resumes nothing), and says so.
     """
     if ckpt_path is None or str(ckpt_path) == "":
         return None
@@ -171,18 +198,10 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: str | Path) -> str | None:
                 f"with hydra.run.dir=<the run folder> to resume that run's newest checkpoint."
             )
         return str(path)
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    remove_stale_temporaries(ckpt_dir)
-    ranked = []
-    for path in sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []:
-        step = checkpoint_step(path)
-        if step is None:
-            log.warning("ckpt_path=last: %s is incomplete (truncated or not a checkpoint); skipping it", path)
-            continue
-        ranked.append((step, path.name == "last.ckpt", path.stat().st_mtime, path))
-    if ranked:
-        return str(max(ranked)[3])
-    log.warning("ckpt_path=last: no checkpoint in %s yet; starting from scratch", ckpt_dir)
+    latest = pick_checkpoint(run_dir, "latest")
+    if latest is not None:
+        return str(latest)
+    log.warning("ckpt_path=last: no checkpoint in %s yet; starting from scratch", Path(run_dir) / "checkpoints")
     return None
 
 
