@@ -1,8 +1,10 @@
-"""Suite-wide settings: nothing may reach the network, and runs share one small phantom data folder."""
+"""Suite-wide settings: nothing may reach the network, runs share one small phantom data folder, and the tests'
+phantom datasets are built once per session by one builder (``phantom_prepared``)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,3 +17,24 @@ os.environ.setdefault("WANDB_SILENT", "true")
 def shared_data_dir(tmp_path_factory) -> Path:
     """``paths.data_dir`` for end-to-end runs: phantom data are generated there once, on first use."""
     return tmp_path_factory.mktemp("cxr_data")
+
+
+@pytest.fixture(scope="session")
+def phantom_prepared(tmp_path_factory) -> Callable[..., Path]:
+    """``phantom_prepared(n_studies=120, raw_size=64, size=32) -> prepared folder`` (its raw studies in
+    ``<folder>/../raw``): phantom studies generated and prepared as the runs do on first use
+    (``ensure_phantom_prepared``), once per session for each size. Tests read them; a test that alters its data
+    builds its own copy."""
+    from cxr_ldm.data.bootstrap import ensure_phantom_prepared
+
+    built: dict[tuple[int, int, int], Path] = {}
+
+    def build(n_studies: int = 120, raw_size: int = 64, size: int = 32) -> Path:
+        key = (n_studies, raw_size, size)
+        if key not in built:
+            root = tmp_path_factory.mktemp(f"phantom_{n_studies}_{raw_size}_{size}")
+            built[key] = ensure_phantom_prepared(root / "prepared", root / "raw", n_studies=n_studies,
+                                                 raw_size=raw_size, size=size, num_workers=1)  # fmt: skip
+        return built[key]
+
+    return build

@@ -5,9 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "cxr_ldm" / "conf"  # train, prepare, phantom and the groups (model/, trainer/, debug/tiny ...)
+INFERENCE_CONF_DIR = CONF_DIR / "inference"  # sample, evaluate, app, demo, export (their model= is no group)
 
 # The smallest stage-1 network the tests train (norm groups of 8 for channels below 32).
 TINY_AUTOENCODER = {
@@ -22,6 +29,24 @@ TINY_AUTOENCODER = {
     "with_decoder_nonlocal_attn": False,
     "norm_num_groups": 8,
 }
+
+
+def hydra_context(inference: bool = False):
+    """Hydra initialised on ``conf/`` (``conf/inference/`` when ``inference``), as a context manager: for code
+    that composes again inside (the train command's override type check does)."""
+    from hydra import initialize_config_dir
+
+    return initialize_config_dir(config_dir=str(INFERENCE_CONF_DIR if inference else CONF_DIR), version_base="1.3")
+
+
+def compose_config(name: str | None, overrides: Iterable[str] = (), *, inference: bool = False,
+                   return_hydra_config: bool = False) -> DictConfig:  # fmt: skip
+    """The config ``name`` composed by Hydra from ``conf/`` (``conf/inference/`` when ``inference``) with
+    ``overrides``, as its command would; ``name=None`` composes groups only (e.g. ``["+model=ldm_small"]``)."""
+    from hydra import compose
+
+    with hydra_context(inference):
+        return compose(config_name=name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def run_module(module: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 600):

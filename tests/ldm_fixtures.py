@@ -16,16 +16,14 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import TINY_AUTOENCODER
+from helpers import TINY_AUTOENCODER, compose_config
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, Dataset
 
-from cxr_ldm.tokenization import tokenize
+from cxr_ldm.data.tokenization import tokenize
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "cxr_ldm" / "conf"
-INFERENCE_CONF_DIR = CONF_DIR / "inference"  # sample, evaluate, demo, export (their model= is no group)
 IMAGE_SIZE = 32
 AE_ARCH = dict(TINY_AUTOENCODER)
 TINY_TEXT_CFG = {"width": 64, "heads": 4, "layers": 3}  # conf/text_encoder/tiny.yaml
@@ -86,13 +84,9 @@ def quiet_trainer(root: Path, **kwargs: Any) -> Trainer:
 
 def ldm_config(autoencoder_ckpt: Path | str, **overrides: Any) -> dict[str, Any]:
     """``conf/model/ldm_small.yaml`` composed by Hydra, as plain kwargs of ``LatentDiffusionModule``."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name=None, overrides=["+model=ldm_small", f"model.autoencoder_ckpt={autoencoder_ckpt}"]
-        )
+    cfg = compose_config(None, ["+model=ldm_small", f"model.autoencoder_ckpt={autoencoder_ckpt}"])
     kwargs = OmegaConf.to_container(cfg.model, resolve=True)
     for key in ("_target_", "_recursive_"):
         kwargs.pop(key)
@@ -142,14 +136,9 @@ def trained_ldm_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_ae_ckpt: Pat
 
 
 @pytest.fixture(scope="session")
-def phantom32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def phantom32(phantom_prepared) -> Path:
     """Phantom studies prepared at 32 px (the tiny LDM's size); the prepared folder knows its ground truth."""
-    from cxr_ldm.data.bootstrap import ensure_phantom_prepared
-
-    root = tmp_path_factory.mktemp("phantom32")
-    return ensure_phantom_prepared(
-        root / "prepared", root / "raw", n_studies=120, raw_size=64, size=32, num_workers=1
-    )
+    return phantom_prepared(n_studies=120, raw_size=64, size=32)
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, run_module
-from hydra import compose, initialize_config_dir
+from helpers import REPO, compose_config, hydra_context, run_module
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from omegaconf import open_dict
@@ -30,7 +30,6 @@ from cxr_ldm.utils.cli import run_command
 
 pytest_plugins = ["ldm_fixtures"]
 
-CONF = REPO / "cxr_ldm" / "conf"
 DOC = REPO / "docs" / "reliability.md"
 SMALL = ["data.phantom.n_studies=60", "data.image_size=32", "data.batch_size=8", "data.phantom.raw_size=64",
          "data.num_workers=0", "print_config=false", "logger=csv"]  # fmt: skip
@@ -41,7 +40,7 @@ def train_error(tmp: Path, overrides: list[str]) -> str:
     """The line ``python -m cxr_ldm.train`` ends with for these overrides (it must end with one)."""
     from cxr_ldm.train import USER_ERRORS, _main
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with hydra_context():  # the command composes again (the override type check)
         cfg = compose(config_name="train", return_hydra_config=True,
                       overrides=[f"paths.root_dir={tmp}", f"paths.output_dir={tmp}/run", *overrides])  # fmt: skip
         HydraConfig.instance().set_config(cfg)
@@ -55,9 +54,8 @@ def train_error(tmp: Path, overrides: list[str]) -> str:
 
 
 def compose_error(overrides: list[str]) -> str:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        with pytest.raises(ConfigCompositionException) as failed:
-            compose(config_name="train", overrides=overrides)
+    with pytest.raises(ConfigCompositionException) as failed:
+        compose_config("train", overrides)
     return str(failed.value).splitlines()[0]
 
 

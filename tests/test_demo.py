@@ -10,8 +10,7 @@ from PIL import Image
 
 from cxr_ldm.models.diffusion import LatentDiffusionModule
 
-TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-        "data.batch_size=8", "data.phantom.raw_size=64"]  # fmt: skip
+TINY = ["debug=tiny", "trainer.limit_train_batches=2"]  # the demo's n_studies= and image_size= still apply
 
 
 def test_demo_end_to_end_and_resume(tmp_path):

@@ -11,9 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import torchxrayvision as xrv
-from helpers import run_module
-from hydra import compose, initialize_config_dir
-from ldm_fixtures import INFERENCE_CONF_DIR
+from helpers import compose_config, run_module
 from PIL import Image
 
 from cxr_ldm.evaluation.runner import EvaluationError, run_evaluation
@@ -136,8 +134,7 @@ def test_random_weights_are_refused_before_any_sampling(tmp_path: Path, home: Pa
 
 
 def compose_evaluate(*overrides: str):
-    with initialize_config_dir(config_dir=str(INFERENCE_CONF_DIR), version_base="1.3"):
-        return compose(config_name="evaluate", overrides=list(overrides))
+    return compose_config("evaluate", overrides, inference=True)
 
 
 def test_option_errors_name_what_is_missing(tmp_path: Path, phantom32: Path):

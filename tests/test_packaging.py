@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import CONF_DIR, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def installed(tmp_path_factory) -> dict[str, Path]:
 
 def test_the_wheel_holds_every_config(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
-    for config in (REPO / "cxr_ldm" / "conf").rglob("*.yaml"):
+    for config in CONF_DIR.rglob("*.yaml"):
         assert f"cxr_ldm/conf/{config.relative_to(REPO / 'cxr_ldm' / 'conf')}" in names, config
 
 

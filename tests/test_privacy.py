@@ -22,17 +22,13 @@ from helpers import run_module
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from cxr_ldm.data.bootstrap import ensure_phantom_prepared
 from cxr_ldm.data.datamodule import CXRDataModule
 
 pytestmark = pytest.mark.slow
 
 SIZE = 32
-COMMON = [
-    "data=mimic", f"data.image_size={SIZE}", "data.batch_size=8", "data.num_workers=0", "data.persistent_workers=false",
-    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "print_config=false",
-    "logger=many_loggers",
-]  # fmt: skip
+# debug=tiny (32 px, batches of 8, one epoch) on data=mimic, whose data have no phantom to build (data.phantom=null)
+COMMON = ["data=mimic", "debug=tiny", "data.phantom=null", "trainer.limit_train_batches=2", "logger=many_loggers"]
 PNG, IEND = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 
 
@@ -84,10 +80,9 @@ def dataset_leaks(run: Path, images: list[np.ndarray], texts: list[str]) -> dict
 
 # ------------------------------------------------------------------------------------------------- the runs
 @pytest.fixture(scope="module")
-def mimic_like(tmp_path_factory) -> dict:
+def mimic_like(tmp_path_factory, phantom_prepared) -> dict:
     root = tmp_path_factory.mktemp("privacy")
-    prepared = ensure_phantom_prepared(root / "prepared", root / "raw", n_studies=120, raw_size=64, size=SIZE,
-                                       num_workers=1)  # fmt: skip
+    prepared = phantom_prepared(n_studies=120, raw_size=64, size=SIZE)  # read only: shared with other tests
     dm = CXRDataModule(str(prepared), image_size=SIZE, batch_size=8, num_workers=0, pin_memory=False,
                        persistent_workers=False, p_uncond=0.0)  # fmt: skip
     dm.setup("fit")

@@ -15,17 +15,14 @@ import torch
 import torchvision
 from helpers import run_module
 
-from cxr_ldm.data.bootstrap import ensure_phantom_prepared
-
 ONE_STEP = ["trainer=cpu", "logger=csv", "trainer.precision=32-true", "trainer.limit_train_batches=1", "trainer.max_epochs=1",
             "trainer.limit_val_batches=1", "trainer.check_val_every_n_epoch=1", "data.image_size=64", "data.batch_size=2", "data.num_workers=0",
             "data.pin_memory=false", "print_config=false"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("reference")
-    return ensure_phantom_prepared(root / "prepared", root / "raw", n_studies=30, raw_size=96, size=64, num_workers=1)
+def prepared(phantom_prepared) -> Path:
+    return phantom_prepared(n_studies=30, raw_size=96, size=64)
 
 
 @pytest.fixture(scope="module")

@@ -9,28 +9,31 @@ import hydra
 import pandas as pd
 import pytest
 import torch
-from helpers import REPO, run_module
-from hydra import compose, initialize_config_dir
+from helpers import CONF_DIR, compose_config, run_module
 from omegaconf import OmegaConf
 
 from cxr_ldm.utils import resolvers  # noqa: F401
 from cxr_ldm.utils.checkpoints import resolve_ckpt_path
 from cxr_ldm.utils.loggers import resolve_wandb_offline
 
-EXPERIMENTS = sorted(p.stem for p in (REPO / "cxr_ldm" / "conf" / "experiment").glob("*.yaml"))
-SMALL = [
-    "data.phantom.n_studies=60", "data.image_size=32", "data.batch_size=8", "data.phantom.raw_size=64",
-    "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "print_config=false",
-]  # fmt: skip
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
 def compose_train(overrides: list[str], tmp_path: Path):
-    with initialize_config_dir(config_dir=str(REPO / "cxr_ldm" / "conf"), version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out", *overrides],
-            return_hydra_config=True,
-        )
+    overrides = [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out", *overrides]
+    return compose_config("train", overrides, return_hydra_config=True)
+
+
+def test_debug_tiny_is_a_tiny_run_and_the_command_line_wins(tmp_path):
+    """``debug=tiny`` (conf/debug/tiny.yaml, the tests' tiny run): over the experiment, under the command line."""
+    cfg = compose_train(["experiment=ldm_phantom", "debug=tiny"], tmp_path)
+    data, trainer = cfg.data, cfg.trainer
+    assert (data.phantom.n_studies, data.phantom.raw_size, data.image_size, data.batch_size) == (60, 64, 32, 8)
+    assert (trainer.max_epochs, trainer.limit_train_batches, trainer.limit_val_batches) == (1, 3, 1)
+    assert data.num_workers == 0 and cfg.print_config is False
+    assert "sample_grid" in cfg.callbacks and "csv" in cfg.logger  # unlike debug=default, these stay
+    cfg = compose_train(["trainer.max_epochs=3", "experiment=aekl_phantom", "debug=tiny", "data.batch_size=4"], tmp_path)
+    assert (cfg.trainer.max_epochs, cfg.data.batch_size, cfg.trainer.limit_train_batches) == (3, 4, 3)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -108,7 +111,7 @@ def test_wandb_goes_offline_without_a_key(monkeypatch, tmp_path):
 
 def test_aekl_phantom_trains_saves_and_resumes(tmp_path, shared_data_dir):
     run_dir = tmp_path / "run"
-    common = ["experiment=aekl_phantom", f"paths.data_dir={shared_data_dir}", f"hydra.run.dir={run_dir}", *SMALL]
+    common = ["experiment=aekl_phantom", f"paths.data_dir={shared_data_dir}", f"hydra.run.dir={run_dir}", "debug=tiny"]
     first = run_module("cxr_ldm.train", *common, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "optimized_metric val/ms_ssim" in first.stdout + first.stderr
@@ -138,7 +141,7 @@ def test_wandb_logger_runs_offline_with_no_login(tmp_path, shared_data_dir):
     run_dir = tmp_path / "run"
     proc = run_module(
         "cxr_ldm.train", "experiment=aekl_phantom", "logger=wandb", f"paths.data_dir={shared_data_dir}",
-        f"hydra.run.dir={run_dir}", *SMALL,
+        f"hydra.run.dir={run_dir}", "debug=tiny",
         cwd=tmp_path, env={"WANDB_MODE": None, "WANDB_API_KEY": None, "NETRC": str(tmp_path / "none"),
                            "HOME": str(tmp_path)},
     )  # fmt: skip

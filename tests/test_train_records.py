@@ -15,16 +15,11 @@ import hydra
 import lightning as L
 import pytest
 import torch
-from helpers import REPO, run_module
+from helpers import CONF_DIR, REPO, run_module
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from cxr_ldm.utils.loggers import wandb_run_id
-
-SMALL = [
-    "data.phantom.n_studies=60", "data.image_size=32", "data.batch_size=8", "data.phantom.raw_size=64",
-    "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "print_config=false",
-]  # fmt: skip
 
 
 def _best_score(ckpt: Path) -> float:
@@ -40,7 +35,7 @@ def _returned(output: str) -> float:
 def finished_run(tmp_path_factory, shared_data_dir):
     tmp = tmp_path_factory.mktemp("records")
     run_dir = tmp / "run"
-    args = ["experiment=aekl_phantom", f"paths.data_dir={shared_data_dir}", f"hydra.run.dir={run_dir}", *SMALL]
+    args = ["experiment=aekl_phantom", f"paths.data_dir={shared_data_dir}", f"hydra.run.dir={run_dir}", "debug=tiny"]
     proc = run_module("cxr_ldm.train", *args, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"tmp": tmp, "run": run_dir, "args": args, "proc": proc}
@@ -81,7 +76,7 @@ def test_a_run_that_never_validated_says_why(tmp_path, shared_data_dir):
     """trainer.max_steps=2 with 3 batches an epoch: no validation, so no val/ms_ssim; the run says why."""
     proc = run_module(
         "cxr_ldm.train", "experiment=aekl_phantom", f"paths.data_dir={shared_data_dir}",
-        f"hydra.run.dir={tmp_path / 'run'}", *SMALL, "trainer.max_steps=2", cwd=tmp_path,
+        f"hydra.run.dir={tmp_path / 'run'}", "debug=tiny", "trainer.max_steps=2", cwd=tmp_path,
     )  # fmt: skip
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
@@ -111,7 +106,7 @@ class _Linear(L.LightningModule):
 def _fit_with_config_wandb(run_dir: Path, max_epochs: int, ckpt_path: str | None = None) -> None:
     import wandb
 
-    cfg = OmegaConf.load(REPO / "cxr_ldm" / "conf" / "logger" / "wandb.yaml").wandb
+    cfg = OmegaConf.load(CONF_DIR / "logger" / "wandb.yaml").wandb
     cfg.save_dir, cfg.group, cfg.tags, cfg.job_type = str(run_dir), "test", [], "test"
     logger = hydra.utils.instantiate(cfg)
     trainer = L.Trainer(accelerator="cpu", max_epochs=max_epochs, logger=logger, default_root_dir=run_dir,

@@ -6,9 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import run_module
-from hydra import compose, initialize_config_dir
-from ldm_fixtures import INFERENCE_CONF_DIR
+from helpers import compose_config, run_module
 
 from cxr_ldm.app import INSTALL_HINT
 
@@ -37,8 +35,7 @@ def test_missing_or_wrong_model_is_one_clear_message(tmp_path: Path):
 
 
 def test_it_serves_this_machine_only_unless_told_otherwise():
-    with initialize_config_dir(config_dir=str(INFERENCE_CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="app", overrides=["model=m.ckpt"])
-        opened = compose(config_name="app", overrides=["model=m.ckpt", "host=0.0.0.0", "port=8000"])
+    cfg = compose_config("app", ["model=m.ckpt"], inference=True)
+    opened = compose_config("app", ["model=m.ckpt", "host=0.0.0.0", "port=8000"], inference=True)
     assert (cfg.host, cfg.port, cfg.model) == ("127.0.0.1", 7860, "m.ckpt")
     assert (opened.host, opened.port) == ("0.0.0.0", 8000)

@@ -8,8 +8,8 @@ import hydra
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from ldm_fixtures import CONF_DIR, build_ldm, quiet_trainer
+from helpers import compose_config
+from ldm_fixtures import build_ldm, quiet_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
@@ -86,12 +86,8 @@ def test_missing_weights_stop_the_run_before_training(
 
 
 def test_config_group_composes_with_the_ldm_callbacks():
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=["experiment=ldm_phantom", "callbacks=[ldm,fid]", "callbacks.fid.allow_random_xrv=true",
-                       "optimized_metric=val/fid", "optimized_mode=min"],
-        )  # fmt: skip
+    cfg = compose_config("train", ["experiment=ldm_phantom", "callbacks=[ldm,fid]", "callbacks.fid.allow_random_xrv=true",
+                                   "optimized_metric=val/fid", "optimized_mode=min"])  # fmt: skip
     assert {"sample_grid", "fid", "model_checkpoint"} <= set(cfg.callbacks)
     assert cfg.callbacks.model_checkpoint.monitor == "val/fid"
     callback = hydra.utils.instantiate(cfg.callbacks.fid)

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 from hydra.utils import instantiate
-from ldm_fixtures import CONF_DIR, build_ldm, quiet_trainer
+from ldm_fixtures import build_ldm, quiet_trainer
 from monai.networks.nets import AutoencoderKL
 
 from cxr_ldm.data.datamodule import CXRDataModule
@@ -233,11 +233,7 @@ def test_cache_and_augmentation_exclude_each_other(prepared_dir: Path):
     message = "data.latent_cache=true and data.augment.enabled=true exclude each other"
     with pytest.raises(ValueError, match=message):
         _dm(prepared_dir, prepared_dir / "unused", augment={"enabled": True})
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=["experiment=ldm_phantom", "data.latent_cache=true", "data.augment.enabled=true"],
-        )
+    cfg = compose_config("train", ["experiment=ldm_phantom", "data.latent_cache=true", "data.augment.enabled=true"])
     with pytest.raises(Exception, match=message):
         instantiate(cfg.data, _convert_="all")
 
@@ -267,9 +263,7 @@ def test_ddp_training_run_builds_the_cache_once_split_over_ranks(tmp_path: Path,
     args = [
         "experiment=ldm_phantom", f"paths.data_dir={data}", f"hydra.run.dir={tmp_path / 'run'}",
         f"model.autoencoder_ckpt={tiny_ae_ckpt}", "data.latent_cache=true", "data.latent_cache_shard_size=8",
-        "data.phantom.n_studies=60", "data.image_size=32", "data.batch_size=4", "data.phantom.raw_size=64",
-        "data.num_workers=0", "trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-        "trainer.limit_val_batches=1", "callbacks=none", "print_config=false", "model.compile={backend:aot_eager}",
+        "debug=tiny", "data.batch_size=4", "trainer=ddp_cpu", "callbacks=none", "model.compile={backend:aot_eager}",
     ]  # fmt: skip
     proc = run_module("cxr_ldm.train", *args, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -299,8 +293,7 @@ def test_cache_latents_command_builds_what_training_then_reads(tmp_path: Path, t
     data = tmp_path / "data"
     args = [
         "experiment=ldm_phantom", f"paths.data_dir={data}", f"hydra.run.dir={tmp_path / 'cache_run'}",
-        f"model.autoencoder_ckpt={tiny_ae_ckpt}", "data.phantom.n_studies=60", "data.image_size=32",
-        "data.phantom.raw_size=64", "data.num_workers=0", "data.latent_cache_shard_size=8", "+cache_device=cpu",
+        f"model.autoencoder_ckpt={tiny_ae_ckpt}", "debug=tiny", "data.latent_cache_shard_size=8", "+cache_device=cpu",
     ]  # fmt: skip
     proc = run_module("cxr_ldm.cache_latents", *args, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,9 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import run_module
-from hydra import compose, initialize_config_dir
-from ldm_fixtures import INFERENCE_CONF_DIR
+from helpers import compose_config, run_module
 from metrics.test_alignment import biovil_folder  # noqa: F401 (a fixture: the BioViL-T folder layout)
 from metrics.test_prdc import reference_prdc
 from metrics.test_raddino import write_tiny_raddino
@@ -164,8 +162,7 @@ def test_chexgenbench_measures_end_to_end(tmp_path: Path, trained_ldm_ckpt: Path
 
 
 def compose_evaluate(*overrides: str):
-    with initialize_config_dir(config_dir=str(INFERENCE_CONF_DIR), version_base="1.3"):
-        return compose(config_name="evaluate", overrides=list(overrides))
+    return compose_config("evaluate", overrides, inference=True)
 
 
 def test_new_options_are_checked_before_any_sampling(tmp_path: Path, phantom32: Path, trained_ldm_ckpt: Path):

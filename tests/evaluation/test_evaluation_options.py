@@ -7,8 +7,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from ldm_fixtures import INFERENCE_CONF_DIR
+from helpers import INFERENCE_CONF_DIR, compose_config
 from omegaconf import OmegaConf, open_dict
 
 from cxr_ldm.evaluation.inputs import EvaluationError, option
@@ -18,8 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "cxr_ldm" / "evaluation"
 
 
 def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(INFERENCE_CONF_DIR), version_base="1.3"):
-        return compose(config_name="evaluate", overrides=["out_dir=/tmp/unused", *overrides])
+    return compose_config("evaluate", ["out_dir=/tmp/unused", *overrides], inference=True)
 
 
 def _keys_read_by_the_code() -> set[str]:

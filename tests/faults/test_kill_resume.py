@@ -38,9 +38,7 @@ pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
 RUN = [
-    "experiment=aekl_phantom", "data.phantom.n_studies=60", "data.image_size=32", "data.batch_size=8",
-    "data.phantom.raw_size=64", "data.num_workers=0", "trainer.max_epochs=3", "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=1", "print_config=false", "callbacks.model_checkpoint.save_top_k=-1",
+    "experiment=aekl_phantom", "debug=tiny", "trainer.max_epochs=3", "callbacks.model_checkpoint.save_top_k=-1",
     "callbacks.model_checkpoint.monitor=null", "callbacks.reconstruction_grid.every_n_epochs=100",
 ]  # fmt: skip
 

@@ -11,9 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxr_ldm.data.phantom import generate_phantom
-from cxr_ldm.data.preparation import prepare_dataset
-
 
 @pytest.fixture(scope="session", autouse=True)
 def single_thread():
@@ -24,13 +21,10 @@ def single_thread():
 
 
 @pytest.fixture(scope="session")
-def phantom_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def phantom_dirs(phantom_prepared) -> tuple[Path, Path]:
     """``(raw_dir, prepared_dir)``: 300 phantom studies rendered at 128 px, prepared at 64 px (about 3 s)."""
-    root = tmp_path_factory.mktemp("phantom")
-    raw, prepared = root / "raw", root / "prepared"
-    generate_phantom(raw, n_studies=300, size=128, seed=0, num_workers=1, progress=False)
-    prepare_dataset(raw, raw / "reports", prepared, size=64, num_workers=1, progress=False)
-    return raw, prepared
+    prepared = phantom_prepared(n_studies=300, raw_size=128, size=64)
+    return prepared.parent / "raw", prepared
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import run_module
-from hydra import compose, initialize_config_dir
+from helpers import compose_config, run_module
 from PIL import Image
 from torch import nn
 
@@ -36,7 +35,6 @@ from cxr_ldm.metrics.inception import (  # noqa: E402
     InceptionWeightsError,
 )
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "cxr_ldm" / "conf" / "inference"
 SIZE = 32  # image side; the network resizes to 299 px whatever comes in
 
 
@@ -182,12 +180,9 @@ def test_evaluation_refuses_a_missing_inception_file_before_any_work(tmp_path: P
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_home"))
     images = write_pngs(smooth_images(3, seed=4), tmp_path / "images")
     out = tmp_path / "out"
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="evaluate",
-            overrides=[f"out_dir={out}", "metrics=[fid]", f"real_dir={images}", f"fake_dir={images}",
-                       "allow_random_xrv=true", "fid.inception=true", "device=cpu", "progress=false"],
-        )  # fmt: skip
+    cfg = compose_config("evaluate", [f"out_dir={out}", "metrics=[fid]", f"real_dir={images}", f"fake_dir={images}",
+                                      "allow_random_xrv=true", "fid.inception=true", "device=cpu", "progress=false"],
+                         inference=True)  # fmt: skip
     with pytest.raises(EvaluationError, match=INCEPTION_FILE) as err:
         Evaluation(cfg)
     assert INCEPTION_URL in str(err.value) and not out.exists()

@@ -12,7 +12,7 @@ import hydra
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 from lightning.pytorch.plugins.precision import MixedPrecision
 from monai.networks.nets import AutoencoderKL, PatchDiscriminator
 from omegaconf import OmegaConf
@@ -22,8 +22,6 @@ from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
 
 from cxr_ldm.models.autoencoder import MS_SSIM_BETAS, AutoencoderKLModule, ms_ssim_settings
 from cxr_ldm.models.losses import adversarial_factor, kl_divergence
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "cxr_ldm" / "conf"
 
 pytestmark = pytest.mark.usefixtures("offline_torch_home")  # an empty torch cache; downloads are errors
 
@@ -49,8 +47,7 @@ def _assert_same_optimizer_state(a: dict[str, Any], b: dict[str, Any]) -> None:
 
 
 def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=None, overrides=list(overrides))
+    return compose_config(None, overrides)
 
 
 class _Record(L.Callback):

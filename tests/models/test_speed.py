@@ -15,8 +15,8 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from ldm_fixtures import CONF_DIR, build_ldm, full_clip_state_dict, make_loader, quiet_trainer
+from helpers import compose_config
+from ldm_fixtures import build_ldm, full_clip_state_dict, make_loader, quiet_trainer
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 
 from cxr_ldm.models.autoencoder import AutoencoderKLModule
@@ -72,14 +72,13 @@ def test_auto_switches_follow_the_device(tiny_ae_ckpt: Path):
 
 
 def test_configs_turn_the_fast_path_on_for_gpus():
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for model in ("ldm", "aekl", "ldm_small", "aekl_small"):
-            cfg = compose(config_name=None, overrides=[f"+model={model}"]).model
-            assert dict(cfg.speed) == dict.fromkeys(SPEED_SWITCHES, "auto") and cfg.compile is False
-        assert compose(config_name=None, overrides=["+model=aekl"]).model.gradient_checkpointing is False
-        for trainer in ("gpu", "ddp"):
-            cfg = compose(config_name=None, overrides=[f"+trainer={trainer}"]).trainer
-            assert cfg.precision == "bf16-mixed" and cfg.benchmark is True
+    for model in ("ldm", "aekl", "ldm_small", "aekl_small"):
+        cfg = compose_config(None, [f"+model={model}"]).model
+        assert dict(cfg.speed) == dict.fromkeys(SPEED_SWITCHES, "auto") and cfg.compile is False
+    assert compose_config(None, ["+model=aekl"]).model.gradient_checkpointing is False
+    for trainer in ("gpu", "ddp"):
+        cfg = compose_config(None, [f"+trainer={trainer}"]).trainer
+        assert cfg.precision == "bf16-mixed" and cfg.benchmark is True
 
 
 def test_sdpa_computes_the_same_attention():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import CONF_DIR
 from ldm_fixtures import TINY_TEXT_CFG as TINY
 from ldm_fixtures import full_clip_state_dict
 from omegaconf import OmegaConf
@@ -23,7 +24,7 @@ from cxr_ldm.models.text_encoder import (
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-CONF = Path(__file__).resolve().parents[2] / "cxr_ldm" / "conf" / "text_encoder"
+CONF = CONF_DIR / "text_encoder"
 PROMPTS = ["Large right pleural effusion.", "", "No acute cardiopulmonary process. Heart size normal."]
 
 

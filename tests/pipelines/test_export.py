@@ -119,9 +119,8 @@ def test_fine_tune_from_an_exported_folder(tmp_path: Path, exported: Path):
     run_dir = tmp_path / "run"
     result = run_module(
         "cxr_ldm.train", "experiment=ldm_phantom", f"model.init_from={exported}", "model.ema_decay=null",
-        "data.phantom.n_studies=40", "data.image_size=32", "data.batch_size=4", "data.phantom.raw_size=64",
-        "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "sampling.steps=2",
-        "model.optimizer.lr=0", f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}", "print_config=false",
+        "debug=tiny", "data.phantom.n_studies=40", "data.batch_size=4", "trainer.limit_train_batches=1", "sampling.steps=2",
+        "model.optimizer.lr=0", f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

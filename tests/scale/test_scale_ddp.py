@@ -34,11 +34,7 @@ from cxr_ldm.models.losses import adversarial_factor, kl_divergence
 
 pytestmark = pytest.mark.slow
 
-DDP_SMALL = [
-    "data.phantom.n_studies=60", "data.image_size=32", "data.batch_size=4", "data.phantom.raw_size=64",
-    "data.num_workers=0", "trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=1", "print_config=false",
-]  # fmt: skip
+DDP_SMALL = ["debug=tiny", "data.batch_size=4", "trainer=ddp_cpu"]
 STEPS = 3
 SGD = "torch.optim.SGD"
 BATCHNORM_STATS = ("running_mean", "running_var", "num_batches_tracked")

@@ -9,19 +9,14 @@ single-node cluster (no GPUs), which SLURM refused before, in ``test_scale_slurm
 from __future__ import annotations
 
 import pytest
-from helpers import REPO
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 from omegaconf import OmegaConf
 
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers ${slurm_gpus:})
 
-CONF = REPO / "cxr_ldm" / "conf"
-
 
 def _launcher(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm", *overrides], return_hydra_config=True)
-    return cfg.hydra.launcher
+    return compose_config("train", ["hydra/launcher=slurm", *overrides], return_hydra_config=True).hydra.launcher
 
 
 @pytest.mark.parametrize(

@@ -20,11 +20,7 @@ from helpers import run_module
 
 pytestmark = pytest.mark.slow
 
-SMALL = [
-    "data.phantom.n_studies=60", "data.image_size=32", "data.batch_size=4", "data.phantom.raw_size=64",
-    "data.num_workers=0", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=1", "print_config=false",
-]  # fmt: skip
+SMALL = ["debug=tiny", "data.batch_size=4"]
 
 
 def _results(sweep: Path) -> dict[tuple[int, int], object]:
@@ -146,8 +142,7 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes(slurm_cluster, share
     cmd = [
         sys.executable, "-m", "cxr_ldm.train", "-m", "hydra/launcher=slurm_cpu", "experiment=aekl_phantom",
         f"paths.data_dir={shared_data_dir}", f"hydra.sweep.dir={sweep}", "trainer.max_epochs=1000",
-        *(o for o in SMALL if not o.startswith(("data.num_workers", "trainer.max_epochs", "trainer.limit_tr"))),
-        f"trainer.max_steps={max_steps}", "trainer.limit_train_batches=5",
+        *SMALL, f"trainer.max_steps={max_steps}", "trainer.limit_train_batches=5",
         "trainer.check_val_every_n_epoch=20",
         "data.num_workers=1", "trainer=ddp_cpu",
     ]  # fmt: skip

@@ -12,11 +12,7 @@ from helpers import run_module
 
 pytestmark = pytest.mark.slow
 
-SMALL = [
-    "experiment=aekl_phantom", "data.phantom.n_studies=60", "data.image_size=32", "data.batch_size=4",
-    "data.phantom.raw_size=64", "data.num_workers=0", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=1", "print_config=false",
-]  # fmt: skip
+SMALL = ["experiment=aekl_phantom", "debug=tiny", "data.batch_size=4"]
 
 
 def _metric(job: Path) -> float:

@@ -12,7 +12,7 @@ import hydra
 import lightning as L
 import pandas as pd
 import torch
-from helpers import REPO
+from helpers import CONF_DIR
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
@@ -37,7 +37,7 @@ class _Linear(L.LightningModule):
 
 def _csv_logger(run_dir: Path):
     """The logger ``logger=csv`` builds (``cxr_ldm/conf/logger/csv.yaml``)."""
-    cfg = OmegaConf.load(REPO / "cxr_ldm" / "conf" / "logger" / "csv.yaml").csv
+    cfg = OmegaConf.load(CONF_DIR / "logger" / "csv.yaml").csv
     cfg.save_dir = str(run_dir)
     return hydra.utils.instantiate(cfg)
 
