@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL, weights_fingerprint
+from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL, MeasurementNetwork, weights_fingerprint
 from cxr_ldm.utils.hashing import file_sha256
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def _text_engine_class(base: type) -> type:
     return _TextEngine
 
 
-class BioViLTAlignment(nn.Module):
+class BioViLTAlignment(MeasurementNetwork):
     """BioViL-T image and text towers: ``scores(images, prompts)`` -> ``[N]`` cosine similarities."""
 
     def __init__(self, text_model: nn.Module, tokenizer: Any, image_model: nn.Module, weights_label: str,
@@ -211,16 +211,8 @@ class BioViLTAlignment(nn.Module):
         return cls(text, tokenizer, image, str(folder.resolve()), sha)
 
     @property
-    def is_random(self) -> bool:
-        return self.weights_label == RANDOM_WEIGHTS_LABEL
-
-    @property
-    def device(self) -> torch.device:
+    def device(self) -> torch.device:  # the image tower's (images go there)
         return next(self.image_model.parameters()).device
-
-    def train(self, mode: bool = True) -> BioViLTAlignment:
-        super().train(False)
-        return self
 
     def protocol(self) -> dict[str, Any]:
         """What ``metrics.json`` states about the score."""

@@ -169,7 +169,27 @@ def weights_fingerprint(module: nn.Module) -> str:
     return state_dict_sha256(module.state_dict(), separator=":")
 
 
-class XRVFeatureExtractor(nn.Module):
+class MeasurementNetwork(nn.Module):
+    """A network a measure is defined with: always in eval mode (``train()`` keeps it there: batch-norm and
+    dropout behaviour are part of the definition), labelled by its weights (``weights_label``: the file or folder
+    they came from, or :data:`RANDOM_WEIGHTS_LABEL`), on the device of its parameters."""
+
+    weights_label: str
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights_label == RANDOM_WEIGHTS_LABEL
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def train(self, mode: bool = True) -> MeasurementNetwork:
+        super().train(False)
+        return self
+
+
+class XRVFeatureExtractor(MeasurementNetwork):
     """0..1 one-channel images ``[B, 1, H, W]`` -> 1024-d DenseNet ``features2`` (ReLU, global average pool).
 
     ``num_features`` lets torchmetrics' FID/KID take this module as ``feature=``. The wrapped network stays
@@ -190,18 +210,10 @@ class XRVFeatureExtractor(nn.Module):
         return cls(*load_xrv_densenet(weights_file, allow_random))
 
     @property
-    def is_random(self) -> bool:
-        return self.weights_label == RANDOM_WEIGHTS_LABEL
-
-    @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             self._fingerprint = weights_fingerprint(self.model)
         return self._fingerprint
-
-    def train(self, mode: bool = True) -> XRVFeatureExtractor:
-        super().train(False)
-        return self
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """torchxrayvision's contract: one channel, center crop to square, 224 px, 0..1 -> [-1024, 1024]."""
@@ -245,10 +257,6 @@ class XRVFeatureExtractor(nn.Module):
         if getattr(self.model, "op_threshs", None) is None:
             out = torch.sigmoid(out)
         return out
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     @property
     def targets(self) -> list[str]:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL, weights_fingerprint
+from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL, MeasurementNetwork, weights_fingerprint
 from cxr_ldm.utils.hashing import file_sha256, json_digest
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def load_raddino(
     return model, processor, str(folder.resolve()), file_sha256(_weights_file(folder))
 
 
-class RadDinoFeatureExtractor(nn.Module):
+class RadDinoFeatureExtractor(MeasurementNetwork):
     """0..1 one-channel images ``[B, 1, H, W]`` -> RAD-DINO ``pooler_output`` ``[B, hidden_size]`` (float32).
 
     ``num_features`` lets torchmetrics' FID/KID take it as ``feature=``; ``fingerprint`` keys cached
@@ -161,10 +161,6 @@ class RadDinoFeatureExtractor(nn.Module):
         return cls(*load_raddino(weights_dir, allow_random, allow_download, cache_dir=cache_dir))
 
     @property
-    def is_random(self) -> bool:
-        return self.weights_label == RANDOM_WEIGHTS_LABEL
-
-    @property
     def processor_config(self) -> dict[str, Any]:
         return json.loads(self.processor.to_json_string())
 
@@ -187,14 +183,6 @@ class RadDinoFeatureExtractor(nn.Module):
             "processor_config": self.processor_config,
             "protocol": RADDINO_PROTOCOL,
         }
-
-    def train(self, mode: bool = True) -> RadDinoFeatureExtractor:
-        super().train(False)  # eval mode is part of the feature definition
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     @staticmethod
     def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:

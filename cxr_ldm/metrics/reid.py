@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL, weights_fingerprint
+from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL, MeasurementNetwork, weights_fingerprint
 from cxr_ldm.metrics.memorization import distribution
 from cxr_ldm.utils.hashing import file_sha256
 
@@ -105,7 +105,7 @@ def read_reid_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-class SiameseReID(nn.Module):
+class SiameseReID(MeasurementNetwork):
     """Embeds 0..1 ``[B, 1, H, W]`` images once; scores pairs from the embeddings."""
 
     def __init__(self, network: SiameseResNet50, weights_label: str, weights_sha256: str) -> None:
@@ -147,21 +147,9 @@ class SiameseReID(nn.Module):
         return cls(network, str(path.resolve()), file_sha256(path))
 
     @property
-    def is_random(self) -> bool:
-        return self.weights_label == RANDOM_WEIGHTS_LABEL
-
-    @property
     def fingerprint(self) -> str:
         """Key part of cached embeddings (training images are embedded once per weights file)."""
         return f"sha256:{self.weights_sha256}"
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.network.parameters()).device
-
-    def train(self, mode: bool = True) -> SiameseReID:
-        super().train(False)
-        return self
 
     def protocol(self) -> dict[str, Any]:
         return {
