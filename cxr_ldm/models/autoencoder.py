@@ -18,9 +18,9 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 from cxr_ldm.models.losses import adversarial_factor, kl_divergence, least_squares_adversarial_loss
 from cxr_ldm.models.ms_ssim import MS_SSIM_BETAS, ms_ssim_settings  # noqa: F401 (MS_SSIM_BETAS re-exported)
 from cxr_ldm.models.perceptual import build_perceptual_loss
+from cxr_ldm.models.rng_hooks import ResumableRNGHooks
 from cxr_ldm.models.speed import Speed, apply_speed, fused_factory, resolve_speed
 from cxr_ldm.utils.plain import to_plain
-from cxr_ldm.utils.rng import RNG_KEY, checkpoint_rng_states, resume_rng_states
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
 
@@ -53,7 +53,7 @@ def _require_unused_parameter_detection(strategy: Strategy) -> None:
         ddp_kwargs["find_unused_parameters"] = True
 
 
-class AutoencoderKLModule(LightningModule):
+class AutoencoderKLModule(ResumableRNGHooks, LightningModule):
     """AutoencoderKL + PatchDiscriminator with manual (GAN) optimization.
 
     Generator loss: ``l1_weight * L1 + kl_weight * KL + perceptual_weight * LPIPS + adv_weight * LSGAN``; the
@@ -141,7 +141,6 @@ class AutoencoderKLModule(LightningModule):
         self._optimizer_d = optimizer_d or partial(Adam, lr=1e-4)
         # not an nn.Module attribute on purpose (see class docstring); built by setup("fit")
         self._perceptual: torch.nn.Module | None = None
-        self._rng_states_to_restore: Mapping[str, Any] | None = None
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -177,23 +176,7 @@ class AutoencoderKLModule(LightningModule):
                 optimizer, gradient_clip_val=self.hparams.grad_clip_norm, gradient_clip_algorithm="norm"
             )
 
-    # ------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[RNG_KEY] = checkpoint_rng_states(self._trainer)  # every rank's (utils/rng.py)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # applied in on_fit_start, i.e. only when fitting resumes (never by load_from_checkpoint), so that the
-        # resumed run draws the same latent noise as an uninterrupted one
-        self._rng_states_to_restore = checkpoint.get(RNG_KEY)
-
-    def on_fit_start(self) -> None:
-        resume_rng_states(self, "fit_start")  # this rank's own, when it makes resume exact (utils/rng.py)
-
-    def on_train_epoch_start(self) -> None:
-        resume_rng_states(self, "train_epoch_start")
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        resume_rng_states(self, "train_batch_start")
+    # checkpoints: every rank's RNG states in, each rank's own back when fitting resumes (ResumableRNGHooks)
 
     # --------------------------------------------------------------- training
     def adversarial_factor(self) -> float:

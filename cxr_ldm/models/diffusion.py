@@ -34,10 +34,10 @@ from cxr_ldm.data.tokenization import tokenize
 from cxr_ldm.models.components import SCHEDULE_KEYS, LDMComponents
 from cxr_ldm.models.ema import EMA
 from cxr_ldm.models.loading import read_components
+from cxr_ldm.models.rng_hooks import ResumableRNGHooks
 from cxr_ldm.models.speed import Speed, apply_speed, fused_factory, resolve_speed
 from cxr_ldm.models.text_encoder import build_text_encoder
 from cxr_ldm.utils.plain import to_plain
-from cxr_ldm.utils.rng import RNG_KEY, checkpoint_rng_states, resume_rng_states
 
 # Reference noise schedule (DESIGN.md): DDPM 1000 steps, scaled-linear betas 0.0015..0.0205, v-prediction.
 DEFAULT_SCHEDULER: dict[str, Any] = {
@@ -77,7 +77,7 @@ def read_autoencoder_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[
     return to_plain(arch), state
 
 
-class LatentDiffusionModule(LightningModule):
+class LatentDiffusionModule(ResumableRNGHooks, LightningModule):
     """Text-to-latent diffusion with a frozen AE-KL and a frozen OpenCLIP text encoder.
 
     Args:
@@ -432,19 +432,7 @@ class LatentDiffusionModule(LightningModule):
         if not self.text_encoder.persist_weights:
             for key in [k for k in checkpoint["state_dict"] if k.startswith("text_encoder.")]:
                 del checkpoint["state_dict"][key]
-        checkpoint[RNG_KEY] = checkpoint_rng_states(self._trainer)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rng_states_to_restore = checkpoint.get(RNG_KEY)  # applied only when fitting resumes
-
-    def on_fit_start(self) -> None:
-        resume_rng_states(self, "fit_start")  # this rank's own, when it makes resume exact (utils/rng.py)
-
-    def on_train_epoch_start(self) -> None:
-        resume_rng_states(self, "train_epoch_start")
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        resume_rng_states(self, "train_batch_start")
+        super().on_save_checkpoint(checkpoint)  # the RNG states; restored by ResumableRNGHooks' other hooks
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Accept checkpoints without the (file-loaded) pretrained text-encoder weights."""
