@@ -61,8 +61,8 @@ def write_synthetic(out: Path, n: int, size: int) -> None:
 
 def prepare_rows(args: argparse.Namespace, raw: Path, out: Path) -> tuple[dict, str]:
     """``prepare`` timed on a phantom tree generated first (untimed): a first run, then a re-run."""
-    from cxr_ldm.data.phantom import generate_phantom
     from cxr_ldm.data.preparation import prepare_dataset
+    from cxr_ldm.phantom.studies import generate_phantom
 
     generated = generate_phantom(raw, n_studies=args.studies, size=args.raw_size, num_workers=args.workers, progress=False)
     shutil.rmtree(out, ignore_errors=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxr_ldm.data.phantom import load_ground_truth
+from cxr_ldm.phantom.studies import load_ground_truth
 from cxr_ldm.utils.figures import captioned_panels
 
 WANTED = [  # (finding column, minimum severity), one panel each

@@ -178,8 +178,8 @@ def test_train_composition_errors(case):
 
 def test_prepared_images_of_another_mode_are_read_as_grayscale(tmp_path, shared_data_dir):
     """An RGB (or palette) PNG in a prepared folder trains as its luminance, as prepare would have written it."""
-    from cxr_ldm.data.bootstrap import ensure_phantom_prepared
     from cxr_ldm.data.datamodule import CXRDataModule
+    from cxr_ldm.phantom.bootstrap import ensure_phantom_prepared
 
     prepared = ensure_phantom_prepared(tmp_path / "prepared", tmp_path / "raw", n_studies=40, raw_size=64, size=32,
                                        num_workers=1)  # fmt: skip
@@ -199,7 +199,7 @@ def test_prepared_images_of_another_mode_are_read_as_grayscale(tmp_path, shared_
 # ------------------------------------------------------------------------------------------------- prepare
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> Path:
-    from cxr_ldm.data.phantom import generate_phantom
+    from cxr_ldm.phantom.studies import generate_phantom
 
     out = tmp_path_factory.mktemp("raw")
     generate_phantom(out, n_studies=12, size=64, seed=1, num_workers=1, progress=False)
@@ -261,9 +261,9 @@ def test_prepare_skips_an_image_of_more_than_8_bits_saying_why(tmp_path, raw):
 # ------------------------------------------------------------------------------------------------- phantom
 PHANTOM = {
     "missing out_dir": ([], 2,
-        "cxr_ldm.data.phantom: missing required option(s): out_dir=\n"
+        "cxr_ldm.phantom: missing required option(s): out_dir=\n"
         "  out_dir=...  the folder to write the phantom MIMIC-CXR-JPG tree into\n"
-        "see `python -m cxr_ldm.data.phantom --help`"),
+        "see `python -m cxr_ldm.phantom --help`"),
     "no studies": (["out_dir=<tmp>/p", "n_studies=0"], 1, "error: n_studies must be at least 1, got 0"),
     "images too small": (["out_dir=<tmp>/p", "size=8"], 1,
         "error: size (the shorter image side) must be at least 16 pixels, got 8"),
@@ -276,7 +276,7 @@ PHANTOM = {
 def test_phantom_user_errors(case, tmp_path):
     args, status, expected = PHANTOM[case]
     (tmp_path / "file").write_text("x")
-    code, message = _cli("cxr_ldm.data.phantom", *[a.replace("<tmp>", str(tmp_path)) for a in args], cwd=tmp_path)
+    code, message = _cli("cxr_ldm.phantom", *[a.replace("<tmp>", str(tmp_path)) for a in args], cwd=tmp_path)
     assert code == status, message
     assert message == expected.replace("<tmp>", str(tmp_path))
 

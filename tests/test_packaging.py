@@ -21,7 +21,7 @@ from helpers import CONF_DIR, REPO
 
 pytestmark = pytest.mark.slow
 
-COMMANDS = ["cxr_ldm.train", "cxr_ldm.prepare", "cxr_ldm.data.phantom", "cxr_ldm.sample"]
+COMMANDS = ["cxr_ldm.train", "cxr_ldm.prepare", "cxr_ldm.phantom", "cxr_ldm.sample"]
 
 
 def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:

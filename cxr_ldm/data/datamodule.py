@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from cxr_ldm.data.bootstrap import ensure_phantom_prepared
 from cxr_ldm.data.dataset import PreparedSplit
 from cxr_ldm.data.excerpts import ExcerptSampler
 from cxr_ldm.data.latent_cache import SHARD_SIZE, LatentStore, ensure_latent_cache
 from cxr_ldm.data.tokenization import CONTEXT_LENGTH
+from cxr_ldm.utils.plain import to_plain
+
+
+def _settings_of(prepare: Callable[[Path], Any] | None) -> Any:
+    """What the hyper-parameters keep of the first-use preparation: a partial's ``_target_`` dict (its settings),
+    another callable's name; never the function object."""
+    if prepare is None or isinstance(prepare, functools.partial):
+        return to_plain(prepare)
+    return f"{getattr(prepare, '__module__', None)}.{getattr(prepare, '__qualname__', type(prepare).__name__)}"
 
 
 class CXRDataModule(LightningDataModule):
@@ -20,8 +30,10 @@ class CXRDataModule(LightningDataModule):
 
     Batches are dicts: ``image`` [B, 1, S, S] float 0..1, ``tokens`` [B, 77] (OpenCLIP, 0-padded),
     ``text`` (the excerpt, "" for the unconditional share), ``dicom_id``. Training excerpts are random;
-    validation and test excerpts are fixed by ``seed``. ``phantom`` (a dict of
-    :func:`~cxr_ldm.data.bootstrap.ensure_phantom_prepared` arguments) builds the data on first use.
+    validation and test excerpts are fixed by ``seed``. ``phantom``: the first-use preparation, a callable that
+    ``prepare_data`` calls with ``data_dir`` (phantom data: ``conf/data/phantom.yaml`` makes it a Hydra partial of
+    :func:`cxr_ldm.phantom.bootstrap.ensure_phantom_prepared`); ``None`` when the folder is prepared already.
+    Its plain settings are kept in ``hparams.phantom`` (as its ``_target_`` dict), never the function object.
 
     ``latent_cache`` (stage 2 only): batches carry the frozen autoencoder's cached posterior ``z_mu`` /
     ``z_sigma`` [B, C, h, w] float32 instead of ``image`` (validation and test batches keep ``image`` too, for
@@ -46,7 +58,7 @@ class CXRDataModule(LightningDataModule):
         context_length: int = CONTEXT_LENGTH,
         seed: int = 0,
         drop_last: bool = True,
-        phantom: dict[str, Any] | None = None,
+        phantom: Callable[[Path], Any] | None = None,
         latent_cache: bool = False,
         latent_cache_dir: str | None = None,
         latent_cache_shard_size: int = SHARD_SIZE,
@@ -58,15 +70,22 @@ class CXRDataModule(LightningDataModule):
                 "encoding per image, augmentation needs a new one every step. Set data.augment.enabled=false "
                 "to train on cached latents, or data.latent_cache=false to augment."
             )
-        self.save_hyperparameters(logger=False)
+        if phantom is not None and not callable(phantom):
+            raise TypeError(
+                "phantom (the first-use preparation) must be a callable that prepares data_dir, such as a Hydra "
+                f"partial (_partial_: true), got {type(phantom).__name__}"
+            )
+        self.save_hyperparameters(logger=False, ignore=["phantom"])
+        self.hparams["phantom"] = _settings_of(phantom)  # plain values: checkpoints load with weights_only
+        self.prepare_first_use = phantom
         self.data_dir = Path(data_dir)
         self.excerpt = ExcerptSampler(min_sentences, max_sentences, p_uncond)
         self.splits: dict[str, PreparedSplit] = {}
 
     def prepare_data(self) -> None:
         # Runs on one process per node before setup: the place to build the phantom data on first use.
-        if self.hparams.phantom:
-            ensure_phantom_prepared(self.data_dir, **self.hparams.phantom)
+        if self.prepare_first_use is not None:
+            self.prepare_first_use(self.data_dir)
 
     def _split(self, name: str, train: bool) -> PreparedSplit:
         if name not in self.splits:

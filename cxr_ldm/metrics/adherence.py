@@ -43,8 +43,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from cxr_ldm.data.phantom import FINDING_COLUMNS
 from cxr_ldm.metrics.auroc import auroc
+from cxr_ldm.phantom.schema import FINDING_COLUMNS
 
 PATHOLOGY_COLUMNS = tuple(c for c in FINDING_COLUMNS if c != "support_devices")
 SIDED = ("pleural_effusion", "pneumothorax", "consolidation")

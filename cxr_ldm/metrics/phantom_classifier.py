@@ -26,10 +26,12 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from cxr_ldm.data.phantom import FINDING_COLUMNS, render_pa, sample_findings
 from cxr_ldm.data.preparation import resize_shorter_side
 from cxr_ldm.metrics.auroc import auroc
 from cxr_ldm.metrics.feature_cache import cache_key
+from cxr_ldm.phantom.findings import sample_findings
+from cxr_ldm.phantom.pa_view import render_pa
+from cxr_ldm.phantom.schema import FINDING_COLUMNS
 from cxr_ldm.utils.atomic import atomic_write
 
 log = logging.getLogger(__name__)

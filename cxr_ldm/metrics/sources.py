@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from cxr_ldm.data.dataset import load_image
 from cxr_ldm.data.excerpts import ExcerptSampler
 from cxr_ldm.data.mimic import image_relpath
-from cxr_ldm.data.phantom import FINDING_COLUMNS, GROUND_TRUTH_FILE, load_ground_truth
+from cxr_ldm.phantom.schema import FINDING_COLUMNS, GROUND_TRUTH_FILE
+from cxr_ldm.phantom.studies import load_ground_truth
 from cxr_ldm.pipelines.sample_folder import SAMPLES_FILE, read_samples
 from cxr_ldm.utils.hashing import json_digest
 

@@ -14,16 +14,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr_ldm.data.phantom import (
-    FINDING_COLUMNS,
-    GROUND_TRUTH_FILE,
-    generate_phantom,
-    load_ground_truth,
-    render_pa,
-    sample_findings,
-)
-from cxr_ldm.data.phantom_render import complete_details, render_lateral
-from cxr_ldm.data.phantom_reports import CHEXPERT_COLUMNS, write_report
+from cxr_ldm.phantom.findings import complete_details, sample_findings
+from cxr_ldm.phantom.lateral_view import render_lateral
+from cxr_ldm.phantom.pa_view import render_pa
+from cxr_ldm.phantom.report_text import write_report
+from cxr_ldm.phantom.schema import CHEXPERT_COLUMNS, FINDING_COLUMNS, GROUND_TRUTH_FILE
+from cxr_ldm.phantom.studies import generate_phantom, load_ground_truth
 
 N_STUDIES, SIZE, SEED = 30, 64, 7
 METADATA_COLUMNS = [
@@ -380,7 +376,7 @@ def test_command_line_writes_tree_without_stray_folders(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "cxr_ldm.data.phantom",
+        "cxr_ldm.phantom",
         f"out_dir={out}",
         "n_studies=3",
         "size=32",

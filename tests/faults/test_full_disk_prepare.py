@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr_ldm.data.phantom import generate_phantom
 from cxr_ldm.data.preparation import prepare_dataset
+from cxr_ldm.phantom.studies import generate_phantom
 from cxr_ldm.utils.atomic import DiskFullError
 
 pytestmark = pytest.mark.slow

@@ -10,9 +10,6 @@ import pytest
 import torch
 import torchxrayvision as xrv
 
-from cxr_ldm.data.phantom import FINDING_COLUMNS, sample_findings
-from cxr_ldm.data.phantom_render import complete_details
-from cxr_ldm.data.phantom_reports import write_report
 from cxr_ldm.data.reports import parse_report, report_sentences
 from cxr_ldm.metrics.adherence import (
     PATHOLOGY_COLUMNS,
@@ -22,6 +19,9 @@ from cxr_ldm.metrics.adherence import (
     side_free,
 )
 from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL, XRVFeatureExtractor
+from cxr_ldm.phantom.findings import complete_details, sample_findings
+from cxr_ldm.phantom.report_text import write_report
+from cxr_ldm.phantom.schema import FINDING_COLUMNS
 
 
 @pytest.mark.parametrize(

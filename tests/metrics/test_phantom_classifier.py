@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from cxr_ldm.data.phantom import FINDING_COLUMNS
 from cxr_ldm.metrics.adherence import PhantomJudge, score_against_labels
 from cxr_ldm.metrics.phantom_classifier import (
     PhantomClassifierSettings,
@@ -18,6 +17,7 @@ from cxr_ldm.metrics.phantom_classifier import (
     render_phantom_image,
 )
 from cxr_ldm.metrics.sources import image_batches, split_set
+from cxr_ldm.phantom.schema import FINDING_COLUMNS
 
 
 def real_phantom_scores(classifier, prepared: Path):

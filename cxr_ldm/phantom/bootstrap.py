@@ -1,5 +1,7 @@
 """First-use creation of the phantom dataset, so phantom experiments run on a fresh checkout.
 
+The training config injects it into the DataModule: ``data.phantom`` (``conf/data/phantom.yaml``) is a Hydra
+partial of :func:`ensure_phantom_prepared`, which the DataModule's ``prepare_data`` calls with its ``data_dir``.
 Several jobs of a sweep may start at once on one machine: a file lock makes one of them build the
 data while the others wait, and a finished build is detected by its ``prepare_report.json``.
 """
@@ -10,8 +12,11 @@ import fcntl
 import logging
 from pathlib import Path
 
-from cxr_ldm.data.phantom import generate_phantom
+from cxr_ldm.data.mimic import SPLIT_FILE
 from cxr_ldm.data.preparation import prepare_dataset
+from cxr_ldm.phantom.studies import generate_phantom
+
+__all__ = ["ensure_phantom_prepared", "is_prepared"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,7 @@ def ensure_phantom_prepared(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_prepared(data_dir):  # another job finished it while we waited
             return data_dir
-        if not (raw_dir / "mimic-cxr-2.0.0-split.csv.gz").is_file():
+        if not (raw_dir / SPLIT_FILE).is_file():  # written last: a complete tree
             log.info("generating %d phantom studies in %s (first use)", n_studies, raw_dir)
             generate_phantom(raw_dir, n_studies=n_studies, size=raw_size, seed=seed, num_workers=num_workers)
         log.info("preparing phantom studies into %s", data_dir)

@@ -15,26 +15,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cxr_ldm.data.phantom_render import DEVICE_ETT, DEVICE_LINE, DEVICE_NG, DEVICE_PACEMAKER
+from cxr_ldm.phantom.schema import CHEXPERT_COLUMNS, DEVICE_ETT, DEVICE_LINE, DEVICE_NG, DEVICE_PACEMAKER
 
-__all__ = ["CHEXPERT_COLUMNS", "write_report"]
+__all__ = ["write_report"]
 
-CHEXPERT_COLUMNS: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-)
 BANNER = " " * 33 + "FINAL REPORT"
 
 Labels = dict[str, float]
@@ -60,20 +44,20 @@ def _cap(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _effusion(f: dict[str, int], rng: np.random.Generator) -> Statement | None:
-    r, le = f["pleural_effusion_right"], f["pleural_effusion_left"]
-    if not (r or le):
+def _effusion(findings: dict[str, int], rng: np.random.Generator) -> Statement | None:
+    right, left = findings["pleural_effusion_right"], findings["pleural_effusion_left"]
+    if not (right or left):
         return None
     lab = {"Pleural Effusion": 1.0}
-    if r and le:
-        if r == le:
-            text = _pick(rng, (f"{_SEVERITY[r]} bilateral pleural effusions.",
-                               f"there are {_SEVERITY[r]} bilateral pleural effusions, right and left."))  # fmt: skip
+    if right and left:
+        if right == left:
+            text = _pick(rng, (f"{_SEVERITY[right]} bilateral pleural effusions.",
+                               f"there are {_SEVERITY[right]} bilateral pleural effusions, right and left."))  # fmt: skip
         else:
-            text = (f"bilateral pleural effusions, {_SEVERITY[r]} on the right and "
-                    f"{_SEVERITY[le]} on the left.")  # fmt: skip
+            text = (f"bilateral pleural effusions, {_SEVERITY[right]} on the right and "
+                    f"{_SEVERITY[left]} on the left.")  # fmt: skip
         return _cap(text), lab
-    side, sev = ("right", r) if r else ("left", le)
+    side, sev = ("right", right) if right else ("left", left)
     text = _pick(
         rng,
         (
@@ -88,14 +72,17 @@ def _effusion(f: dict[str, int], rng: np.random.Generator) -> Statement | None:
     return _cap(text), lab
 
 
-def _pneumothorax(f: dict[str, int], rng: np.random.Generator) -> Statement | None:
-    r, le = f["pneumothorax_right"], f["pneumothorax_left"]
-    if not (r or le):
+def _pneumothorax(findings: dict[str, int], rng: np.random.Generator) -> Statement | None:
+    right, left = findings["pneumothorax_right"], findings["pneumothorax_left"]
+    if not (right or left):
         return None
     lab = {"Pneumothorax": 1.0}
-    if r and le:
-        return f"Bilateral pneumothoraces, {_SEVERITY[r]} on the right and {_SEVERITY[le]} on the left.", lab
-    side, sev = ("right", r) if r else ("left", le)
+    if right and left:
+        return (
+            f"Bilateral pneumothoraces, {_SEVERITY[right]} on the right and {_SEVERITY[left]} on the left.",
+            lab,
+        )
+    side, sev = ("right", right) if right else ("left", left)
     where = "apical " if sev == 1 else ""
     text = _pick(
         rng,
@@ -108,8 +95,8 @@ def _pneumothorax(f: dict[str, int], rng: np.random.Generator) -> Statement | No
     return _cap(text), lab
 
 
-def _heart(f: dict[str, int], rng: np.random.Generator) -> Statement:
-    sev = f["cardiomegaly"]
+def _heart(findings: dict[str, int], rng: np.random.Generator) -> Statement:
+    sev = findings["cardiomegaly"]
     if sev:
         adj, adv = _HEART[min(sev, 3)]
         text = _pick(
@@ -133,12 +120,12 @@ def _heart(f: dict[str, int], rng: np.random.Generator) -> Statement:
     return options[int(rng.integers(len(options)))]
 
 
-def _nodule(f: dict[str, int], rng: np.random.Generator) -> Statement | None:
-    sev = f["nodule"]
+def _nodule(findings: dict[str, int], rng: np.random.Generator) -> Statement | None:
+    sev = findings["nodule"]
     if not sev:
         return None
-    side = "right" if f["nodule_side"] == 0 else "left"
-    zone = _NODULE_ZONES[f["nodule_zone"]]
+    side = "right" if findings["nodule_side"] == 0 else "left"
+    zone = _NODULE_ZONES[findings["nodule_zone"]]
     lab = {"Lung Lesion": 1.0}
     if sev == 1:
         mm = int(rng.integers(6, 10))
@@ -155,20 +142,20 @@ def _nodule(f: dict[str, int], rng: np.random.Generator) -> Statement | None:
     return _cap(text), lab
 
 
-def _consolidation(f: dict[str, int], rng: np.random.Generator) -> Statement | None:
-    r, le = f["consolidation_right"], f["consolidation_left"]
-    if not (r or le):
+def _consolidation(findings: dict[str, int], rng: np.random.Generator) -> Statement | None:
+    right, left = findings["consolidation_right"], findings["consolidation_left"]
+    if not (right or left):
         return None
     adj = {1: "patchy", 2: "", 3: "extensive"}
     places = []
-    if r:
-        places.append((r, _RIGHT_LOBES[f["consolidation_right_zone"]]))
-    if le:
-        places.append((le, _LEFT_LOBES[f["consolidation_left_zone"]]))
+    if right:
+        places.append((right, _RIGHT_LOBES[findings["consolidation_right_zone"]]))
+    if left:
+        places.append((left, _LEFT_LOBES[findings["consolidation_left_zone"]]))
     lab = {"Consolidation": 1.0, "Lung Opacity": 1.0}
     if len(places) == 2:
-        text = (f"bilateral consolidations, {adj[r] or 'moderate'} in the {places[0][1]} and "
-                f"{adj[le] or 'moderate'} in the {places[1][1]}.")  # fmt: skip
+        text = (f"bilateral consolidations, {adj[right] or 'moderate'} in the {places[0][1]} and "
+                f"{adj[left] or 'moderate'} in the {places[1][1]}.")  # fmt: skip
     else:
         sev, lobe = places[0]
         word = f"{adj[sev]} " if adj[sev] else ""
@@ -190,12 +177,12 @@ def _consolidation(f: dict[str, int], rng: np.random.Generator) -> Statement | N
     return _cap(text), lab
 
 
-def _devices(f: dict[str, int], rng: np.random.Generator) -> list[Statement]:
-    if not f["support_devices"]:
+def _devices(findings: dict[str, int], rng: np.random.Generator) -> list[Statement]:
+    if not findings["support_devices"]:
         return []
     lab = {"Support Devices": 1.0}
     out = []
-    mask = f["devices"]
+    mask = findings["devices"]
     if mask & DEVICE_ETT:
         out.append((f"Endotracheal tube terminates {rng.uniform(3.0, 5.5):.1f} cm above the carina.", lab))
     if mask & DEVICE_LINE:
@@ -215,10 +202,10 @@ def _devices(f: dict[str, int], rng: np.random.Generator) -> list[Statement]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _negatives(f: dict[str, int], rng: np.random.Generator) -> list[Statement]:
-    eff = f["pleural_effusion_right"] or f["pleural_effusion_left"]
-    ptx = f["pneumothorax_right"] or f["pneumothorax_left"]
-    cons = f["consolidation_right"] or f["consolidation_left"]
+def _negatives(findings: dict[str, int], rng: np.random.Generator) -> list[Statement]:
+    eff = findings["pleural_effusion_right"] or findings["pleural_effusion_left"]
+    ptx = findings["pneumothorax_right"] or findings["pneumothorax_left"]
+    cons = findings["consolidation_right"] or findings["consolidation_left"]
     out: list[Statement] = []
     if not (eff or ptx or cons) and rng.random() < 0.5:
         out.append((
@@ -228,7 +215,7 @@ def _negatives(f: dict[str, int], rng: np.random.Generator) -> list[Statement]:
         ))  # fmt: skip
         cons = eff = ptx = 1  # already said
     if not cons and rng.random() < 0.85:
-        if not (f["nodule"] or ptx or eff) and rng.random() < 0.4:
+        if not (findings["nodule"] or ptx or eff) and rng.random() < 0.4:
             out.append(("The lungs are clear without focal consolidation.", {"Consolidation": 0.0}))
         elif rng.random() < 0.5:
             out.append(
@@ -248,7 +235,7 @@ def _negatives(f: dict[str, int], rng: np.random.Generator) -> list[Statement]:
         )
     elif not ptx and rng.random() < 0.9:
         out.append((_pick(rng, ("No pneumothorax.", "There is no pneumothorax.")), {"Pneumothorax": 0.0}))
-    if not f["nodule"] and rng.random() < 0.15:
+    if not findings["nodule"] and rng.random() < 0.15:
         out.append(("No suspicious pulmonary nodules.", {"Lung Lesion": 0.0}))
     if rng.random() < 0.35:
         out.append(("No pulmonary edema.", {"Edema": 0.0}))
@@ -288,11 +275,11 @@ def _section(name: str, body: str, rng: np.random.Generator, inline: bool | None
     return f" {name}: \n \n{body if body.startswith(' ') else _wrap(body)}"
 
 
-def _indication(rng: np.random.Generator, female: bool, f: dict[str, int]) -> str:
+def _indication(rng: np.random.Generator, female: bool, findings: dict[str, int]) -> str:
     sex, letter = ("woman", "F") if female else ("man", "M")
     reason = _pick(rng, ("cough", "shortness of breath", "fever", "chest pain", "hypoxia", "dyspnea on exertion",
                          "weakness", "s/p fall", "pre-operative evaluation", "productive cough and fever"))  # fmt: skip
-    if f["support_devices"] and f["devices"] & DEVICE_ETT:
+    if findings["support_devices"] and findings["devices"] & DEVICE_ETT:
         reason = "intubation"
     question = _pick(rng, ("eval for pneumonia", "evaluate for acute process", "assess for effusion",
                            "r/o infiltrate", "interval change?"))  # fmt: skip
@@ -313,26 +300,32 @@ def write_report(
     ``findings`` must hold the severities and the details (see ``complete_details``), so that the
     text names the side, lobe, size and devices the image shows.
     """
-    f = findings
-    devices = _devices(f, rng)
+    devices = _devices(findings, rng)
     positives = [
-        s for s in (_consolidation(f, rng), _nodule(f, rng), _effusion(f, rng), _pneumothorax(f, rng)) if s
+        s
+        for s in (
+            _consolidation(findings, rng),
+            _nodule(findings, rng),
+            _effusion(findings, rng),
+            _pneumothorax(findings, rng),
+        )
+        if s
     ]
-    heart = _heart(f, rng)
-    negatives = _negatives(f, rng)
+    heart = _heart(findings, rng)
+    negatives = _negatives(findings, rng)
     body = devices + positives + [heart] + negatives
     if rng.random() < 0.5:  # heart first, as many radiologists dictate
         body = devices + [heart] + positives + negatives
     findings_text = " ".join(s for s, _ in body)
 
     impression_items: list[Statement] = list(positives)
-    if f["cardiomegaly"]:
+    if findings["cardiomegaly"]:
         impression_items.append(heart)
     if devices and rng.random() < 0.5:
         impression_items.insert(0, (_pick(rng, ("Support devices as described above.", "Lines and tubes as above.")),
                                     {"Support Devices": 1.0}))  # fmt: skip
     closing: list[Statement] = []
-    if not positives and not f["cardiomegaly"]:
+    if not positives and not findings["cardiomegaly"]:
         closing = [(_pick(rng, ("No acute cardiopulmonary process.", "No acute cardiopulmonary abnormality.",
                                 "No evidence of acute disease.", "Normal chest radiograph.")), {})]  # fmt: skip
     impression_items = impression_items or closing
@@ -351,7 +344,7 @@ def write_report(
     name = (lambda s: s.capitalize()) if lower else (lambda s: s)
     sections = [
         _section(name("EXAMINATION"), exam, rng, inline=True),
-        _section(name("INDICATION"), _indication(rng, female, f), rng, inline=True),
+        _section(name("INDICATION"), _indication(rng, female, findings), rng, inline=True),
         _section(name("TECHNIQUE"), technique, rng, inline=True),
         _section(name("COMPARISON"), _pick(rng, ("Chest radiograph from ___.", "___", "Prior study of ___."))
                  if follow_up else _pick(rng, ("None.", "None available.", "___")), rng, inline=True),
@@ -376,7 +369,7 @@ def write_report(
             _section(name("CONCLUSION"), impression_body, rng, inline=False if numbered else None),
         ]
         used = body + impression_items
-    if (f["pneumothorax_right"] or f["pneumothorax_left"]) and rng.random() < 0.5:
+    if (findings["pneumothorax_right"] or findings["pneumothorax_left"]) and rng.random() < 0.5:
         sections.append(_wrap("NOTIFICATION:  The findings were discussed with Dr. ___ by Dr. ___ on the "
                               "telephone on ___ at ___, 2 minutes after discovery."))  # fmt: skip
     text = BANNER + "\n" + "\n \n".join(sections) + "\n"

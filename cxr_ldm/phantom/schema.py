@@ -1,0 +1,74 @@
+"""The phantom's vocabulary: finding columns, detail keys, device flags, CheXpert labels and file names.
+
+Kept apart from the rendering and the writing so that readers of phantom trees (the metrics) import names only.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ALL_DEVICES",
+    "CHEXPERT_COLUMNS",
+    "DETAIL_KEYS",
+    "DEVICE_ETT",
+    "DEVICE_LINE",
+    "DEVICE_NG",
+    "DEVICE_PACEMAKER",
+    "FINDING_COLUMNS",
+    "GROUND_TRUTH_FILE",
+    "METADATA_COLUMNS",
+]
+
+# Severity per finding: 0 absent, 1 small/mild, 2 moderate, 3 large (nodule: 3 = mass; devices: count).
+FINDING_COLUMNS: tuple[str, ...] = (
+    "cardiomegaly",
+    "pleural_effusion_left",
+    "pleural_effusion_right",
+    "pneumothorax_left",
+    "pneumothorax_right",
+    "nodule",
+    "consolidation_left",
+    "consolidation_right",
+    "support_devices",
+)
+
+# Where a finding sits, so the report can name what the image shows. Zones: 0 upper, 1 middle
+# (right middle lobe / lingula), 2 lower. Sides: 0 right, 1 left.
+DETAIL_KEYS: tuple[str, ...] = (
+    "nodule_side",
+    "nodule_zone",
+    "consolidation_right_zone",
+    "consolidation_left_zone",
+    "devices",
+)
+
+# Bits of the ``devices`` detail: endotracheal tube, central line, pacemaker, nasogastric tube.
+DEVICE_ETT, DEVICE_LINE, DEVICE_PACEMAKER, DEVICE_NG = 1, 2, 4, 8
+ALL_DEVICES: tuple[int, ...] = (DEVICE_ETT, DEVICE_LINE, DEVICE_PACEMAKER, DEVICE_NG)
+
+# Columns of the CheXpert label file (mimic-cxr-2.0.0-chexpert.csv.gz) after subject_id and study_id.
+CHEXPERT_COLUMNS: tuple[str, ...] = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
+)
+
+# Columns of the written mimic-cxr-2.0.0-metadata.csv.gz, in MIMIC-CXR-JPG's order.
+METADATA_COLUMNS: tuple[str, ...] = (
+    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
+    "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
+)  # fmt: skip
+
+# Per image: dicom_id, subject_id, study_id, ViewPosition, the finding severities and ``normal``.
+GROUND_TRUTH_FILE = "phantom_findings.csv.gz"
