@@ -17,6 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
 from cxr_ldm.utils.cli import require_options, run_command
 
 INSTALL_HINT = 'cxr_ldm.app needs gradio, which is not installed: pip install -e ".[app]"  (or pip install "gradio>=5")'

@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cxr_ldm.training.demo_steps import sample_prompts, summary, train_stage
+from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
 from cxr_ldm.utils.cli import require_options
 
 

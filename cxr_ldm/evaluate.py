@@ -16,6 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
 from cxr_ldm.utils.cli import require_options, run_command
 
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from cxr_ldm.pipelines import CXRLDMPipeline
 from cxr_ldm.pipelines.model_card import find_metrics, model_card
+from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
 from cxr_ldm.utils.cli import require_options, run_command
 
 

@@ -6,6 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cxr_ldm.data.preparation import prepare_dataset
+from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
 from cxr_ldm.utils.cli import require_options, run_command
 from cxr_ldm.utils.overrides import check_override_types
 

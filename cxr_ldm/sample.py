@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cxr_ldm.pipelines.sample_job import sample_as_configured
+from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
 from cxr_ldm.utils.cli import run_command
 
 

@@ -9,17 +9,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from lightning.pytorch.strategies import DDPStrategy, Strategy
-from lightning.pytorch.utilities import rank_zero_info
 from monai.networks.nets import AutoencoderKL, PatchDiscriminator
 from torch.optim import Adam, Optimizer
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from cxr_ldm.models.losses import adversarial_factor, kl_divergence, least_squares_adversarial_loss
-from cxr_ldm.models.ms_ssim import MS_SSIM_BETAS, ms_ssim_settings  # noqa: F401 (MS_SSIM_BETAS re-exported)
+from cxr_ldm.models.ms_ssim import ms_ssim_settings
 from cxr_ldm.models.perceptual import build_perceptual_loss
 from cxr_ldm.models.rng_hooks import ResumableRNGHooks
 from cxr_ldm.models.speed import Speed, apply_speed, fused_factory, resolve_speed
+from cxr_ldm.utils.distributed import require_unused_parameter_detection
 from cxr_ldm.utils.plain import to_plain
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
@@ -27,30 +26,6 @@ OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
 
 def _no_closure() -> None:
     return None
-
-
-def _require_unused_parameter_detection(strategy: Strategy) -> None:
-    """Let DDP tolerate parameters without gradients, which every backward pass here has.
-
-    The generator's backward leaves the discriminator without gradients (toggled off, or not run before
-    ``adv_start``) and the discriminator's backward leaves the autoencoder without, so DDP's reducer must look
-    for unused parameters (``find_unused_parameters=True``). ``strategy=ddp`` would otherwise fail in the
-    second backward pass. Called from ``setup``, i.e. before the strategy wraps the module in
-    ``DistributedDataParallel``.
-    """
-    if not isinstance(strategy, DDPStrategy):
-        return
-    ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
-    if not isinstance(ddp_kwargs, dict):
-        raise RuntimeError(
-            "AutoencoderKLModule needs DDP's unused-parameter detection: "
-            "use strategy=ddp_find_unused_parameters_true"
-        )
-    if not ddp_kwargs.get("find_unused_parameters", False):
-        rank_zero_info(
-            "AutoencoderKLModule: enabling DDP find_unused_parameters (two backward passes per step)."
-        )
-        ddp_kwargs["find_unused_parameters"] = True
 
 
 class AutoencoderKLModule(ResumableRNGHooks, LightningModule):
@@ -146,7 +121,9 @@ class AutoencoderKLModule(ResumableRNGHooks, LightningModule):
     def setup(self, stage: str) -> None:
         """Build the LPIPS loss before fitting, so that missing weights fail before any training step."""
         if stage == "fit":
-            _require_unused_parameter_detection(self.trainer.strategy)
+            # the generator's backward leaves the discriminator without gradients (toggled off, or not run
+            # before adv_start), the discriminator's leaves the autoencoder without: setup runs before DDP wraps
+            require_unused_parameter_detection(self.trainer.strategy, type(self).__name__)
         if stage == "fit" and self.hparams.perceptual_weight > 0 and self._perceptual is None:
             perceptual = build_perceptual_loss(
                 self.hparams.perceptual_network, self.hparams.perceptual_weights_path

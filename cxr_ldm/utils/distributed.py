@@ -18,6 +18,8 @@ import logging
 import sys
 
 from lightning.pytorch import Trainer
+from lightning.pytorch.strategies import DDPStrategy, Strategy
+from lightning.pytorch.utilities import rank_zero_info
 
 log = logging.getLogger(__name__)
 
@@ -47,3 +49,20 @@ def fix_hydra_multirun_children(trainer: Trainer) -> bool:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
     log.info("DDP children of this multirun job run in %s", hydra_cfg.runtime.output_dir)
     return True
+
+
+def require_unused_parameter_detection(strategy: Strategy, who: str) -> None:
+    """Let DDP tolerate parameters without gradients in a backward pass (``find_unused_parameters=True``).
+
+    A module whose backward passes each leave some parameters without gradients (a GAN's two optimizers) would
+    otherwise fail in DDP's reducer under plain ``strategy=ddp``. Call it from the module's ``setup``, i.e.
+    before the strategy wraps the module in ``DistributedDataParallel``; ``who`` names the module in messages.
+    """
+    if not isinstance(strategy, DDPStrategy):
+        return
+    ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
+    if not isinstance(ddp_kwargs, dict):
+        raise RuntimeError(f"{who} needs DDP's unused-parameter detection: use strategy=ddp_find_unused_parameters_true")
+    if not ddp_kwargs.get("find_unused_parameters", False):
+        rank_zero_info(f"{who}: enabling DDP find_unused_parameters (two backward passes per step).")
+        ddp_kwargs["find_unused_parameters"] = True

@@ -54,17 +54,15 @@ def command_usage(config: str) -> str:
             break
         if not line.startswith("# @package"):
             lines.append(line[2:] if line.startswith("# ") else line[1:])
-    return "\n".join(lines)
+    return _for_help_template("\n".join(lines))
 
 
-def command_options(config: str) -> str:
-    """A command's options with their comments, for ``--help``: the text of its config file without its
-    ``defaults:`` and ``hydra:`` blocks (Hydra's own help prints values only, and the comments say what they mean).
-    """
+def _options_text(path: Path) -> list[str]:
+    """A config file's lines without its ``defaults:`` and ``hydra:`` blocks (their comments dropped with them)."""
     lines: list[str] = []
-    comments: list[str] = []  # comment lines above a key belong to it (dropped with a dropped block)
+    comments: list[str] = []  # comment lines above a key belong to it
     skipping = False
-    for line in _config_file(config).read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):
             if not line.startswith("# @package"):
                 comments.append(line)
@@ -74,8 +72,61 @@ def command_options(config: str) -> str:
         if not skipping:
             lines += comments + [line]
         comments = []
-    lines += comments
-    return "\n".join(lines).strip("\n")
+    return lines + comments
+
+
+def _single_option_groups(path: Path) -> list[Path]:
+    """The groups of a config's defaults list that have one option only (``sampling: default``, ``paths:
+    default``): their options are the command's own, so ``--help`` shows them."""
+    found = []
+    for entry in _defaults_entries(path):
+        group, option = (part.strip() for part in entry.split(":", 1))
+        if group == "hydra" or option in ("null", ""):
+            continue
+        for folder in (CONF_DIR / group, CONF_DIR / "inference" / group):
+            if (folder / f"{option}.yaml").is_file() and len(list(folder.glob("*.yaml"))) == 1:
+                found.append(folder / f"{option}.yaml")
+    return found
+
+
+def command_options(config: str) -> str:
+    """A command's options with their comments, for ``--help``: the text of its config file without its
+    ``defaults:`` and ``hydra:`` blocks, then each single-option group's (Hydra's own help prints values only, and
+    the comments say what they mean).
+    """
+    path = _config_file(config)
+    lines = _options_text(path)
+    for group in _single_option_groups(path):
+        lines += ["", f"{group.parent.name}:   # {group.parent.name}.<option>=value"]
+        lines += [f"  {line}" if line else line for line in _options_text(group)]
+    return _for_help_template("\n".join(lines).strip("\n"))
+
+
+def command_groups(config: str) -> str:
+    """The config groups a command's defaults list composes from, ``group: option, option``, for ``--help``
+    (Hydra's own list names every folder on the search path, ``inference/`` and ``hydra/`` included)."""
+    lines = []
+    for entry in _defaults_entries(_config_file(config)):
+        group = entry.split(":")[0].strip()
+        folders = [f for f in (CONF_DIR / group, CONF_DIR / "inference" / group) if f.is_dir()]
+        if group != "hydra" and folders:
+            lines.append(f"{group}: {', '.join(sorted(p.stem for f in folders for p in f.glob('*.yaml')))}")
+    return _for_help_template("\n".join(lines) or "(none)")
+
+
+def _defaults_entries(path: Path) -> list[str]:
+    """``group: option`` entries of a config's defaults list (``_self_`` and overrides left out)."""
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = line.strip()
+        if entry.startswith("- ") and ":" in entry and not entry.startswith("- override"):
+            entries.append(entry[2:].split("#")[0].strip())
+    return entries
+
+
+def _for_help_template(text: str) -> str:
+    """Hydra fills its help template with ``string.Template``: a literal ``$`` (``${paths.root_dir}``) is ``$$``."""
+    return text.replace("$", "$$")
 
 
 def register_resolvers() -> None:
@@ -92,7 +143,8 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("slurm_gpus"):
         OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus_per_node)
     # ${command_usage:sample} and ${command_options:sample}: a command's --help (conf/hydra/help/command.yaml)
-    for name, function in (("command_usage", command_usage), ("command_options", command_options)):
+    for name, function in (("command_usage", command_usage), ("command_options", command_options),
+                           ("command_groups", command_groups)):  # fmt: skip
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
 

@@ -20,8 +20,9 @@ from torch.distributions import Normal
 from torch.distributions import kl_divergence as torch_kl
 from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
 
-from cxr_ldm.models.autoencoder import MS_SSIM_BETAS, AutoencoderKLModule, ms_ssim_settings
+from cxr_ldm.models.autoencoder import AutoencoderKLModule
 from cxr_ldm.models.losses import adversarial_factor, kl_divergence
+from cxr_ldm.models.ms_ssim import MS_SSIM_BETAS, ms_ssim_settings
 
 pytestmark = pytest.mark.usefixtures("offline_torch_home")  # an empty torch cache; downloads are errors
 
