@@ -145,3 +145,41 @@ def test_every_command_is_thin_and_has_a_console_script():
         assert lines <= 60, f"{path.relative_to(PACKAGE.parent)} has {lines} lines: move its work to its layer"
         assert "def main(" in path.read_text()
     assert {target.split(":")[0] for target in scripts.values()} == {module_name(p) for p in entry_point_modules().values()}
+
+
+def readme_layout() -> dict[str, set[str]]:
+    """The README's layout block: package -> the ``.py`` files it names (``""``: the commands' line)."""
+    text = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    named: dict[str, set[str]] = {}
+    current = None
+    for line in block.splitlines():
+        head = line[2:].split(" ", 1)[0] if line.startswith("  ") and not line.startswith("   ") else ""
+        if head.endswith("/"):
+            current = head.rstrip("/")
+            named[current] = set()
+        elif head.endswith(".py"):
+            current = ""
+            named[current] = set()
+        if current is not None and not line.startswith(("tests/", "benchmarks/", "docs/", "notebooks/", "scripts/")):
+            named[current] |= {word.strip("(),;") for word in line.split() if word.strip("(),;").endswith(".py")}
+        if line.startswith(("tests/", "benchmarks/")):
+            current = None
+    return named
+
+
+def test_the_readme_layout_matches_the_tree():
+    named = readme_layout()
+    packages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert set(named) - {""} == packages
+    for package in packages - {"conf"}:
+        modules = {p.name for p in (PACKAGE / package).glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+        assert modules - named[package] == set(), f"README's layout does not name {package}/{sorted(modules - named[package])}"
+    for package, files in named.items():
+        for name in files:
+            if package == "" and "/" in name:  # phantom/__main__.py
+                assert (PACKAGE / name).is_file(), name
+            else:
+                assert (PACKAGE / package / name).is_file(), f"README names {package}/{name}, which is not there"
+    commands = {f"{name}.py" for name, path in entry_point_modules().items() if path.parent == PACKAGE}
+    assert commands <= named[""], f"README's commands line misses {sorted(commands - named[''])}"
