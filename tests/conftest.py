@@ -25,7 +25,7 @@ def phantom_prepared(tmp_path_factory) -> Callable[..., Path]:
     ``<folder>/../raw``): phantom studies generated and prepared as the runs do on first use
     (``ensure_phantom_prepared``), once per session for each size. Tests read them; a test that alters its data
     builds its own copy."""
-    from cxr_ldm.phantom.bootstrap import ensure_phantom_prepared
+    from cxr_ldm.data.bootstrap import ensure_phantom_prepared
 
     built: dict[tuple[int, int, int], Path] = {}
 

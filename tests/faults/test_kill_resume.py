@@ -97,11 +97,23 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, shared_data_dir) -> Path:
+def reference(tmp_path_factory, shared_data_dir):
+    """The uninterrupted run, started in the background (it shares nothing with the killed runs but the phantom
+    data, built once under a file lock): ``reference()`` waits for it and returns its run folder."""
     tmp = tmp_path_factory.mktemp("reference")
-    proc = _run(_args(shared_data_dir, tmp / "run"), cwd=tmp)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return tmp / "run"
+    log_path = tmp / "reference.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(_args(shared_data_dir, tmp / "run"), cwd=tmp, env=_env(), stdout=log,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+
+    def finished() -> Path:
+        assert proc.wait(timeout=600) == 0, log_path.read_text()[-3000:]
+        return tmp / "run"
+
+    yield finished
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def _small_tmpfs(path: Path, size: str) -> bool:
@@ -181,6 +193,7 @@ def test_killed_at_any_moment_the_run_resumes_to_the_same_end(tmp_path, shared_d
     done = _run(_args(shared_data_dir, run, "ckpt_path=last"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
+    reference = reference()
     ref = reference / "checkpoints"
     final, expected = _ckpt(last), _ckpt(ref / "last.ckpt")
     assert (final["global_step"], final["epoch"]) == (expected["global_step"], expected["epoch"]) == (9, 2)

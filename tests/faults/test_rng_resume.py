@@ -83,16 +83,30 @@ def _single_fit(stage: str, ae_ckpt, root: Path, max_steps: int, ckpt_path: str 
     return trainer, module, probe
 
 
+@pytest.fixture(scope="module")
+def full_fit(tmp_path_factory, tiny_ae_ckpt):
+    """``full_fit(stage)``: the uninterrupted 8-step fit each moment is compared with, run once per stage (it is
+    seeded, so it is the same fit for every moment)."""
+    fits = {}
+
+    def get(stage: str):
+        if stage not in fits:
+            fits[stage] = _single_fit(stage, tiny_ae_ckpt, tmp_path_factory.mktemp(f"full_{stage}"), 8)
+        return fits[stage]
+
+    return get
+
+
 @pytest.mark.parametrize("stage", ["ae", "ldm"])
 @pytest.mark.parametrize("moment", ["mid_epoch", "epoch_end", "after_fit"])
-def test_resume_draws_what_the_uninterrupted_run_draws(tmp_path, tiny_ae_ckpt, stage, moment):
+def test_resume_draws_what_the_uninterrupted_run_draws(tmp_path, tiny_ae_ckpt, full_fit, stage, moment):
     """8 steps at once == 8 steps with a checkpoint at step 6 (mid-epoch: every_n_train_steps), at step 4
     (ModelCheckpoint at an epoch's end) or after a fit stopped at step 4, then resumed to 8: the same random
     draws in every step, and (at epoch boundaries, where the resumed epoch sees the same images) the same
     weights. The loader shuffles, so its sampler draws from the global RNG too."""
     sys.path.insert(0, str(WORKER.parent))
     torch.set_num_threads(1)
-    full_trainer, full, full_probe = _single_fit(stage, tiny_ae_ckpt, tmp_path / "full", 8)
+    full_trainer, full, full_probe = full_fit(stage)
     if moment == "after_fit":
         half, _, _ = _single_fit(stage, tiny_ae_ckpt, tmp_path / "half", 4)
         ckpt, at = tmp_path / "half.ckpt", 4
