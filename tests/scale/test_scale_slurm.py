@@ -137,7 +137,7 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes(slurm_cluster, share
     A DDP job (two tasks) with a DataLoader worker per rank: both ranks get the signal from SLURM and write
     the checkpoint together, and the SIGTERM that follows the requeue kills the workers without failing the job.
     """
-    sweep, max_steps = tmp_path / "sweep", 100  # 20 epochs of 5 steps: the last one validates and saves
+    sweep, max_steps = tmp_path / "sweep", 200  # 40 epochs of 5 steps: the last one validates and saves
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **slurm_cluster["env"]}
     cmd = [
         sys.executable, "-m", "cxr_ldm.train", "-m", "hydra/launcher=slurm_cpu", "experiment=aekl_phantom",
