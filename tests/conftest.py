@@ -3,9 +3,7 @@ phantom datasets are built once per session by one builder (``phantom_prepared``
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,15 +39,3 @@ def phantom_prepared(tmp_path_factory) -> Callable[..., Path]:
 
     return build
 
-
-@pytest.fixture(scope="session")
-def tiny_demo(tmp_path_factory) -> tuple[Path, list[str], subprocess.CompletedProcess]:
-    """``python -m cxr_ldm.demo`` run once from scratch, as a user would, on phantom studies at 32 px with
-    ``debug=tiny`` training (2 batches per stage): ``(out_dir, its arguments, the finished process)``."""
-    from helpers import DEMO_STUDIES, DEMO_TRAINING, run_module
-
-    cwd = tmp_path_factory.mktemp("tiny_demo")
-    out = cwd / "demo"
-    args = [f"out_dir={out}", f"n_studies={DEMO_STUDIES}", "image_size=32", "n_per_prompt=2", "sampling.steps=3",
-            f"aekl_overrides={json.dumps(DEMO_TRAINING)}", f"ldm_overrides={json.dumps(DEMO_TRAINING)}"]  # fmt: skip
-    return out, args, run_module("cxr_ldm.demo", *args, cwd=cwd)

@@ -30,10 +30,6 @@ TINY_AUTOENCODER = {
     "norm_num_groups": 8,
 }
 
-# The suite's tiny demo run (conftest.tiny_demo; test_demo.py checks it, the notebooks start from what it trained)
-DEMO_TRAINING = ["debug=tiny", "trainer.limit_train_batches=2"]  # the demo's n_studies= and image_size= still apply
-DEMO_STUDIES = 200  # as the notebooks' own tiny demo: they read its data as prepared_200_32
-
 
 def hydra_context(inference: bool = False):
     """Hydra initialised on ``conf/`` (``conf/inference/`` when ``inference``), as a context manager: for code

@@ -10,9 +10,14 @@ from PIL import Image
 
 from cxr_ldm.models.diffusion import LatentDiffusionModule
 
+TINY = ["debug=tiny", "trainer.limit_train_batches=2"]  # the demo's n_studies= and image_size= still apply
 
-def test_demo_end_to_end_and_resume(tmp_path, tiny_demo):
-    out, args, proc = tiny_demo  # the demo run from scratch (conftest.py: the notebooks reuse what it trained)
+
+def test_demo_end_to_end_and_resume(tmp_path):
+    out = tmp_path / "demo"
+    args = [f"out_dir={out}", "n_studies=40", "image_size=32", "n_per_prompt=2", "sampling.steps=3",
+            f"aekl_overrides={json.dumps(TINY)}", f"ldm_overrides={json.dumps(TINY)}"]  # fmt: skip
+    proc = run_module("cxr_ldm.demo", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert (out / "aekl.ckpt").is_file() and (out / "ldm.ckpt").is_file()
     records = json.loads((out / "samples" / "samples.json").read_text())["images"]

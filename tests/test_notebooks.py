@@ -1,20 +1,15 @@
 """The notebooks run top to bottom on a fresh checkout (executed with a real kernel), and the committed copies
 carry their outputs, so they read on GitHub as they ran.
 
-``sampling`` and ``evaluation`` are given no model: they run the tiny demo in a folder shared through
-``CXR_LDM_NOTEBOOK_WORK`` and find its training done (the demo skips finished steps): the folder starts with the
-checkpoints and data of the suite's own tiny demo run (``tiny_demo`` in conftest.py, checked by test_demo.py),
-trained with the same number of studies and image size as the notebooks ask for.
+``sampling`` and ``evaluation`` are given no model: the first one executed trains the tiny demo model in a
+folder shared through ``CXR_LDM_NOTEBOOK_WORK`` and the other finds it done (the demo skips finished steps).
 """
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import nbformat
 import pytest
-from helpers import DEMO_STUDIES, REPO
+from helpers import REPO
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -41,16 +36,8 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="session")
-def notebook_work(tmp_path_factory, tiny_demo) -> str:
-    work = tmp_path_factory.mktemp("notebook_work")
-    out, _, proc = tiny_demo
-    if proc.returncode == 0:  # else the notebooks train their own (and test_demo.py reports the failure)
-        (work / "tiny_demo").mkdir()
-        for name in ("aekl.ckpt", "ldm.ckpt"):
-            shutil.copy(out / name, work / "tiny_demo" / name)
-        prepared = Path("data") / "phantom" / f"prepared_{DEMO_STUDIES}_32"
-        shutil.copytree(out / prepared, work / "tiny_demo" / prepared)
-    return str(work)
+def notebook_work(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("notebook_work"))
 
 
 def outputs(notebook) -> list:
