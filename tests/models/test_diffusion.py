@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import CONF_DIR
 from ldm_fixtures import (
     AE_ARCH,
-    CONF_DIR,
     IMAGE_SIZE,
     build_ldm,
     full_clip_state_dict,
