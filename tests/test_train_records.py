@@ -118,7 +118,9 @@ def _fit_with_config_wandb(run_dir: Path, max_epochs: int, ckpt_path: str | None
 
 
 def _wandb_run_ids(run_dir: Path) -> list[str]:
-    return sorted(p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*"))
+    """The run id of each wandb session folder, read from its ``run-<id>.wandb`` file (the folder's name gets a
+    ``-1`` suffix when two sessions start within the same second)."""
+    return sorted(f.stem.removeprefix("run-") for f in (run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
 def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
