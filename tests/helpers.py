@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,3 +60,20 @@ def run_module(module: str, *args: str, cwd: Path, env: dict | None = None, time
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[bool]:
+    """A small tmpfs mounted at ``path`` while the block runs (root only), so that a test can fill a disk; yields
+    False where none can be mounted (``CXR_LDM_TEST_NO_TMPFS=1`` asks for that), and ``path`` is a plain folder."""
+    mounted = False
+    if os.geteuid() == 0 and shutil.which("mount") is not None and not os.environ.get("CXR_LDM_TEST_NO_TMPFS"):
+        path.mkdir(parents=True, exist_ok=True)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                 capture_output=True).returncode == 0  # fmt: skip
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(path)], capture_output=True)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import small_tmpfs
 from PIL import Image
 
 from cxr_ldm.data.preparation import prepare_dataset
@@ -30,15 +30,6 @@ def raw(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("phantom_raw")
     generate_phantom(out, n_studies=60, size=64, seed=3, num_workers=1, progress=False)
     return out
-
-
-def _mount_tmpfs(path: Path, size: str) -> bool:
-    """A small tmpfs at ``path`` (root only; ``CXR_LDM_TEST_NO_TMPFS=1`` takes the other path)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None or os.environ.get("CXR_LDM_TEST_NO_TMPFS"):
-        return False
-    path.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0  # fmt: skip
 
 
 def _prepare_cli(raw: Path, out: Path, cwd: Path) -> subprocess.CompletedProcess:
@@ -70,8 +61,7 @@ def test_a_full_disk_stops_prepare_and_a_rerun_finishes(raw, tmp_path, monkeypat
     prepare_dataset(raw, raw / "reports", reference, size=64, num_workers=1, progress=False)
     total = len(_images(reference))
     disk = tmp_path / "disk"
-    mounted = _mount_tmpfs(disk, "96k")
-    try:
+    with small_tmpfs(disk, "96k") as mounted:
         out = disk / "prepared"
         if mounted:
             failed = _prepare_cli(raw, out, tmp_path)
@@ -107,6 +97,3 @@ def test_a_full_disk_stops_prepare_and_a_rerun_finishes(raw, tmp_path, monkeypat
         assert _images(out) == _images(reference)
         for split in ("train", "validate", "test"):
             pd.testing.assert_frame_equal(pd.read_csv(out / f"{split}.csv"), pd.read_csv(reference / f"{split}.csv"))
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(disk)], capture_output=True)

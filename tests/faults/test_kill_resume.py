@@ -21,7 +21,6 @@ validation once.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import small_tmpfs
 
 from cxr_ldm.utils.checkpoints import resolve_ckpt_path
 
@@ -116,24 +116,12 @@ def reference(tmp_path_factory, shared_data_dir):
         proc.wait()
 
 
-def _small_tmpfs(path: Path, size: str) -> bool:
-    """A small tmpfs at ``path`` (root only; ``CXR_LDM_TEST_NO_TMPFS=1`` takes the file-size-limit path)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None or os.environ.get("CXR_LDM_TEST_NO_TMPFS"):
-        return False
-    path.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0  # fmt: skip
-
-
 @pytest.fixture()
 def small_disk(tmp_path):
     """The run folder's own small file system (24 MB: the run needs about 15), so that it can fill up."""
     disk = tmp_path / "disk"
-    mounted = _small_tmpfs(disk, "24m")
-    disk.mkdir(exist_ok=True)
-    yield disk, mounted
-    if mounted:
-        subprocess.run(["umount", str(disk)], capture_output=True)
+    with small_tmpfs(disk, "24m") as mounted:
+        yield disk, mounted
 
 
 def test_killed_at_any_moment_the_run_resumes_to_the_same_end(tmp_path, shared_data_dir, reference, small_disk):
