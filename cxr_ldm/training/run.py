@@ -53,7 +53,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     run_info = RunInfo.start(output_dir, cfg.get("seed"), _overrides(), enabled=rank_zero_only.rank == 0)
     status = "failed"
     try:
-        metrics, objects = _train(cfg, output_dir, run_info)
+        with quiet_lightning():  # Lightning's tips and hints a user cannot act on (utils/lightning_noise.py)
+            metrics, objects = _train(cfg, output_dir, run_info)
         status = "finished"
         return metrics, objects
     except (TrainingInterrupted, JobInterrupted, KeyboardInterrupt):
@@ -92,15 +93,10 @@ def _train(cfg: DictConfig, output_dir: Path, run_info: RunInfo) -> tuple[dict[s
         callbacks.append(CheckpointOnInterrupt(output_dir / "checkpoints"))
     if cfg.get("seed") is not None:  # same initial weights on every rank, different random draws
         callbacks.append(RankSeeds(cfg.seed))
-    with quiet_lightning():  # Lightning's tips and hints a user cannot act on (utils/lightning_noise.py)
-        return _fit(cfg, output_dir, run_info, datamodule, model, callbacks + slurm_callbacks, loggers, plugins)
-
-
-def _fit(cfg: DictConfig, output_dir: Path, run_info: RunInfo, datamodule: L.LightningDataModule,
-         model: L.LightningModule, callbacks: list, loggers: list, plugins: list) -> tuple[dict[str, float], dict]:  # fmt: skip
     trainer: L.Trainer = instantiate_option(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO(), *plugins]
-    )
+        cfg.trainer, "trainer", callbacks=callbacks + slurm_callbacks, logger=loggers or False,
+        plugins=[AtomicCheckpointIO(), *plugins],
+    )  # fmt: skip
     fix_hydra_multirun_children(trainer)  # DDP children of a local multirun job run that job
     seed = cfg.get("seed")
     run_info.update(world_size=trainer.world_size,

@@ -40,9 +40,9 @@ _NOT_OPTIONS = ("defaults:", "hydra:")
 
 def _config_file(config: str) -> Path:
     """``sample`` -> ``conf/inference/sample.yaml``, ``train`` -> ``conf/train.yaml`` (a command's config)."""
-    for path in (CONF_DIR / f"{config}.yaml", CONF_DIR / "inference" / f"{config}.yaml"):
-        if path.is_file():
-            return path
+    for folder in (CONF_DIR, CONF_DIR / "inference"):
+        if (folder / f"{config}.yaml").is_file():
+            return folder / f"{config}.yaml"
     raise FileNotFoundError(f"no command config {config}.yaml in {CONF_DIR} or {CONF_DIR / 'inference'}")
 
 
@@ -79,13 +79,10 @@ def _single_option_groups(path: Path) -> list[Path]:
     """The groups of a config's defaults list that have one option only (``sampling: default``, ``paths:
     default``): their options are the command's own, so ``--help`` shows them."""
     found = []
-    for entry in _defaults_entries(path):
-        group, option = (part.strip() for part in entry.split(":", 1))
-        if group == "hydra" or option in ("null", ""):
-            continue
-        for folder in (CONF_DIR / group, CONF_DIR / "inference" / group):
-            if (folder / f"{option}.yaml").is_file() and len(list(folder.glob("*.yaml"))) == 1:
-                found.append(folder / f"{option}.yaml")
+    for group, option in _defaults_entries(path):
+        files = [f for folder in _group_folders(group) for f in folder.glob("*.yaml")]
+        if len(files) == 1 and files[0].stem == option:
+            found.append(files[0])
     return found
 
 
@@ -106,22 +103,28 @@ def command_groups(config: str) -> str:
     """The config groups a command's defaults list composes from, ``group: option, option``, for ``--help``
     (Hydra's own list names every folder on the search path, ``inference/`` and ``hydra/`` included)."""
     lines = []
-    for entry in _defaults_entries(_config_file(config)):
-        group = entry.split(":")[0].strip()
-        folders = [f for f in (CONF_DIR / group, CONF_DIR / "inference" / group) if f.is_dir()]
-        if group != "hydra" and folders:
-            lines.append(f"{group}: {', '.join(sorted(p.stem for f in folders for p in f.glob('*.yaml')))}")
+    for group, _ in _defaults_entries(_config_file(config)):
+        options = sorted(f.stem for folder in _group_folders(group) for f in folder.glob("*.yaml"))
+        if options:
+            lines.append(f"{group}: {', '.join(options)}")
     return _for_help_template("\n".join(lines) or "(none)")
 
 
-def _defaults_entries(path: Path) -> list[str]:
-    """``group: option`` entries of a config's defaults list (``_self_`` and overrides left out)."""
+def _defaults_entries(path: Path) -> list[tuple[str, str]]:
+    """``(group, option)`` of a config's defaults list, as YAML reads it; ``_self_``, overrides and the ``hydra``
+    group left out (``option`` is ``"None"`` for ``experiment: null``)."""
     entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        entry = line.strip()
-        if entry.startswith("- ") and ":" in entry and not entry.startswith("- override"):
-            entries.append(entry[2:].split("#")[0].strip())
+    for entry in OmegaConf.load(path).get("defaults") or []:
+        if OmegaConf.is_dict(entry) and len(entry) == 1:
+            ((group, option),) = entry.items()
+            if group != "hydra" and not str(group).startswith("override "):
+                entries.append((str(group), str(option)))
     return entries
+
+
+def _group_folders(group: str) -> list[Path]:
+    """Where a config group's options live: ``conf/<group>`` and/or ``conf/inference/<group>``."""
+    return [folder for folder in (CONF_DIR / group, CONF_DIR / "inference" / group) if folder.is_dir()]
 
 
 def _for_help_template(text: str) -> str:
