@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
-from cxr_ldm.utils.cli import require_options, run_command
+from cxr_ldm.utils.cli import hydra_command, require_options, run_command
 
 
-@hydra.main(version_base="1.3", config_path="conf/inference", config_name="evaluate")
+@hydra_command(config_path="conf/inference", config_name="evaluate")
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     require_options(cfg, {"out_dir": "the folder to write metrics.json (and generated samples) into"},
                     "cxr_ldm.evaluate")  # fmt: skip

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
 from cxr_ldm.data.preparation import prepare_dataset
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
-from cxr_ldm.utils.cli import require_options, run_command
+from cxr_ldm.utils.cli import hydra_command, require_options, run_command
 from cxr_ldm.utils.overrides import check_override_types
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
+@hydra_command(config_path="conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
     require_options(
         cfg,

@@ -62,6 +62,27 @@ def run_module(module: str, *args: str, cwd: Path, env: dict | None = None, time
     )
 
 
+def command_exit(command: str, *args: str) -> SystemExit:
+    """How ``python -m cxr_ldm.<command> args`` ends when Hydra cannot compose its config, run in this process
+    (fast: nothing runs past the composition). Restores ``sys.argv`` and Hydra's global state."""
+    import importlib
+
+    import pytest
+    from hydra.core.global_hydra import GlobalHydra
+
+    module = "cxr_ldm.phantom.__main__" if command == "phantom" else f"cxr_ldm.{command}"
+    main = importlib.import_module(module).main
+    argv = sys.argv
+    sys.argv = [module, *args]
+    try:
+        with pytest.raises(SystemExit) as ended:
+            main()
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+    return ended.value
+
+
 @contextlib.contextmanager
 def small_tmpfs(path: Path, size: str) -> Iterator[bool]:
     """A small tmpfs mounted at ``path`` while the block runs (root only), so that a test can fill a disk; yields

@@ -19,6 +19,31 @@ CHEXPERT_FILE = "mimic-cxr-2.0.0-chexpert.csv.gz"
 REPORTS_ZIP = "mimic-cxr-reports.zip"
 SPLITS = ("train", "validate", "test")
 
+# Columns of the CheXpert label file (mimic-cxr-2.0.0-chexpert.csv.gz) after subject_id and study_id.
+CHEXPERT_COLUMNS: tuple[str, ...] = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
+)
+
+# Columns of mimic-cxr-2.0.0-metadata.csv.gz, in MIMIC-CXR-JPG's order (the phantom writes the same).
+METADATA_COLUMNS: tuple[str, ...] = (
+    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
+    "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
+)  # fmt: skip
+
 _REPORT_NAME = re.compile(r"(?:^|/)(p\d{2}/p(\d+)/s(\d+)\.txt)$")
 
 

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxr_ldm.data.mimic import CHEXPERT_COLUMNS
 from cxr_ldm.metrics.auroc import auroc
 from cxr_ldm.metrics.fid import fid_from_features
-from cxr_ldm.phantom.schema import CHEXPERT_COLUMNS
 
 
 def label_column(label: str) -> str:

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
 from cxr_ldm.phantom.studies import generate_phantom
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
-from cxr_ldm.utils.cli import require_options, run_command
+from cxr_ldm.utils.cli import hydra_command, require_options, run_command
 from cxr_ldm.utils.overrides import check_override_types
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="phantom")
+@hydra_command(config_path="../conf", config_name="phantom")
 def main(cfg: DictConfig) -> dict[str, Any]:
     require_options(
         cfg, {"out_dir": "the folder to write the phantom MIMIC-CXR-JPG tree into"}, "cxr_ldm.phantom"

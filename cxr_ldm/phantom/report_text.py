@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cxr_ldm.phantom.schema import CHEXPERT_COLUMNS, DEVICE_ETT, DEVICE_LINE, DEVICE_NG, DEVICE_PACEMAKER
+from cxr_ldm.data.mimic import CHEXPERT_COLUMNS
+from cxr_ldm.phantom.schema import DEVICE_ETT, DEVICE_LINE, DEVICE_NG, DEVICE_PACEMAKER
 
 __all__ = ["write_report"]
 

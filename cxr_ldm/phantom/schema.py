@@ -1,4 +1,5 @@
-"""The phantom's vocabulary: finding columns, detail keys, device flags, CheXpert labels and file names.
+"""The phantom's vocabulary: finding columns, detail keys, device flags and file names (the MIMIC files' own
+columns are ``cxr_ldm.data.mimic``'s).
 
 Kept apart from the rendering and the writing so that readers of phantom trees (the metrics) import names only.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 __all__ = [
     "ALL_DEVICES",
-    "CHEXPERT_COLUMNS",
     "DETAIL_KEYS",
     "DEVICE_ETT",
     "DEVICE_LINE",
@@ -15,7 +15,6 @@ __all__ = [
     "DEVICE_PACEMAKER",
     "FINDING_COLUMNS",
     "GROUND_TRUTH_FILE",
-    "METADATA_COLUMNS",
 ]
 
 # Severity per finding: 0 absent, 1 small/mild, 2 moderate, 3 large (nodule: 3 = mass; devices: count).
@@ -44,31 +43,6 @@ DETAIL_KEYS: tuple[str, ...] = (
 # Bits of the ``devices`` detail: endotracheal tube, central line, pacemaker, nasogastric tube.
 DEVICE_ETT, DEVICE_LINE, DEVICE_PACEMAKER, DEVICE_NG = 1, 2, 4, 8
 ALL_DEVICES: tuple[int, ...] = (DEVICE_ETT, DEVICE_LINE, DEVICE_PACEMAKER, DEVICE_NG)
-
-# Columns of the CheXpert label file (mimic-cxr-2.0.0-chexpert.csv.gz) after subject_id and study_id.
-CHEXPERT_COLUMNS: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-)
-
-# Columns of the written mimic-cxr-2.0.0-metadata.csv.gz, in MIMIC-CXR-JPG's order.
-METADATA_COLUMNS: tuple[str, ...] = (
-    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
-    "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
-    "PatientOrientationCodeSequence_CodeMeaning",
-)  # fmt: skip
 
 # Per image: dicom_id, subject_id, study_id, ViewPosition, the finding severities and ``normal``.
 GROUND_TRUTH_FILE = "phantom_findings.csv.gz"

@@ -22,14 +22,22 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from cxr_ldm.data.mimic import CHEXPERT_FILE, METADATA_FILE, SPLIT_FILE, image_relpath, report_relpath
+from cxr_ldm.data.mimic import (
+    CHEXPERT_COLUMNS,
+    CHEXPERT_FILE,
+    METADATA_COLUMNS,
+    METADATA_FILE,
+    SPLIT_FILE,
+    image_relpath,
+    report_relpath,
+)
 from cxr_ldm.phantom.anatomy import sample_anatomy
 from cxr_ldm.phantom.cohort import StudyTask, plan_cohort
 from cxr_ldm.phantom.findings import complete_details, sample_findings
 from cxr_ldm.phantom.lateral_view import render_lateral
 from cxr_ldm.phantom.pa_view import render_pa
 from cxr_ldm.phantom.report_text import write_report
-from cxr_ldm.phantom.schema import CHEXPERT_COLUMNS, FINDING_COLUMNS, GROUND_TRUTH_FILE, METADATA_COLUMNS
+from cxr_ldm.phantom.schema import FINDING_COLUMNS, GROUND_TRUTH_FILE
 from cxr_ldm.utils.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 
 __all__ = ["generate_phantom", "load_ground_truth", "write_study"]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
+import hydra
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
+
+HYDRA_FULL_ERROR = "HYDRA_FULL_ERROR"
+TRACEBACK = "CXR_LDM_TRACEBACK"
 
 
 def require_options(cfg: DictConfig, options: dict[str, str], command: str) -> None:
@@ -31,6 +37,85 @@ def run_command(func: Callable[[DictConfig], Any], cfg: DictConfig, user_errors:
     try:
         return func(cfg)
     except user_errors as err:
-        if os.environ.get("CXR_LDM_TRACEBACK"):
+        if os.environ.get(TRACEBACK):
             raise
         sys.exit(f"error: {err}")
+
+
+def hydra_command(config_path: str, config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """``hydra.main`` whose own errors (an unknown option, a config that is not there, an override it cannot
+    parse) end the command as the command's errors do: one line on stderr (``error: ...``), exit status 1.
+
+    Hydra prints those as several lines plus a hint and exits; it raises them instead only under its
+    ``HYDRA_FULL_ERROR=1``. So that is set while Hydra composes, and the task itself (and what it starts: DDP
+    ranks, SLURM jobs) runs in the environment the command was given. ``CXR_LDM_TRACEBACK=1`` or the user's own
+    ``HYDRA_FULL_ERROR=1`` shows the traceback.
+    """
+
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        state: dict[str, Any] = {"started": False, "given": None}
+
+        @functools.wraps(task)
+        def task_as_given(cfg: DictConfig) -> Any:
+            state["started"] = True
+            _set_env(HYDRA_FULL_ERROR, state["given"])
+            try:
+                return task(cfg)
+            finally:
+                os.environ[HYDRA_FULL_ERROR] = "1"  # a multirun composes its next job after this one
+
+        hydra_main = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(task_as_given)
+
+        @functools.wraps(task)
+        def main() -> Any:
+            state["started"], state["given"] = False, os.environ.get(HYDRA_FULL_ERROR)
+            os.environ[HYDRA_FULL_ERROR] = "1"
+            try:
+                return hydra_main()
+            except HydraException as error:
+                if state["started"] or state["given"] or os.environ.get(TRACEBACK):
+                    raise
+                sys.exit(f"error: {hydra_error_line(error)}")
+            finally:
+                _set_env(HYDRA_FULL_ERROR, state["given"])
+
+        return main
+
+    return decorate
+
+
+def hydra_error_line(error: BaseException) -> str:
+    """Hydra's message in one line: ``header:`` + tab-indented items become ``header: a, b``; the config search
+    path is left out; an unparsable override is named; the OmegaConf cause follows in brackets."""
+    parts: list[str] = []
+    header: str | None = None
+    items: list[str] = []
+    for line in [*str(error).splitlines(), ""]:
+        if line.startswith("Config search path:"):
+            break
+        if header is not None and line.startswith(("\t", " ")) and line.strip():
+            items.append(line.strip())
+            continue
+        if header is not None:
+            parts.append(f"{header} {', '.join(items)}")
+            header, items = None, []
+        if line.strip().endswith(":"):
+            header = line.strip()
+        elif line.strip():
+            parts.append(line.strip())
+    if header is not None:
+        parts.append(f"{header} {', '.join(items)}")
+    text = ". ".join(part.rstrip(".") for part in parts)
+    if isinstance(error, OverrideParseException):
+        text = f"{error.override}: {text}"
+    cause = error.__cause__
+    if cause is not None and str(cause).strip():
+        text += f" ({str(cause).strip().splitlines()[0]})"
+    return text
+
+
+def _set_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import secrets
 from pathlib import Path
@@ -46,8 +47,16 @@ def _config_file(config: str) -> Path:
     raise FileNotFoundError(f"no command config {config}.yaml in {CONF_DIR} or {CONF_DIR / 'inference'}")
 
 
-def command_usage(config: str) -> str:
-    """The comment lines a command's config starts with (its usage and what it writes), for ``--help``."""
+def command_usage(config: str, job: str | None = None) -> str:
+    """The comment lines a command's config starts with (its usage and what it writes), for ``--help``.
+
+    A command that runs on another's config (``cache_latents`` on ``train``'s: the same overrides, so the same
+    cache key) has its own usage in its module's docstring: that, then whose options follow.
+    """
+    if job and job != config and (CONF_DIR.parent / f"{job}.py").is_file():
+        doc = ast.get_docstring(ast.parse((CONF_DIR.parent / f"{job}.py").read_text(encoding="utf-8"))) or ""
+        usage = doc.split("\n\n")[0].replace("``", "").rstrip(".")
+        return _for_help_template(f"{usage}\nIts options are those of python -m cxr_ldm.{config}:")
     lines = []
     for line in _config_file(config).read_text(encoding="utf-8").splitlines():
         if not line.startswith("#"):

@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cxr_ldm.data.mimic import CHEXPERT_COLUMNS
 from cxr_ldm.phantom.findings import complete_details, sample_findings
 from cxr_ldm.phantom.lateral_view import render_lateral
 from cxr_ldm.phantom.pa_view import render_pa
 from cxr_ldm.phantom.report_text import write_report
-from cxr_ldm.phantom.schema import CHEXPERT_COLUMNS, FINDING_COLUMNS, GROUND_TRUTH_FILE
+from cxr_ldm.phantom.schema import FINDING_COLUMNS, GROUND_TRUTH_FILE
 from cxr_ldm.phantom.studies import generate_phantom, load_ground_truth
 
 N_STUDIES, SIZE, SEED = 30, 64, 7
