@@ -19,7 +19,7 @@ from cxr_ldm.utils.cli import hydra_command, require_options, run_command
 
 def run(cfg: DictConfig) -> Path:
     source = Path(str(cfg.ckpt)).expanduser()
-    pipe = CXRLDMPipeline.load(source, text_encoder=cfg.get("text_encoder"))
+    pipe = CXRLDMPipeline.load(source, text_encoder=cfg.get("text_encoder"), option="ckpt")
     metrics = Path(str(cfg.metrics)).expanduser() if cfg.get("metrics") else find_metrics(source)
     if metrics is not None and not metrics.is_file():
         raise FileNotFoundError(f"metrics={str(metrics)!r} does not exist")

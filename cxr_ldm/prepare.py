@@ -7,7 +7,6 @@ from omegaconf import DictConfig
 from cxr_ldm.data.preparation import prepare_dataset
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
 from cxr_ldm.utils.cli import hydra_command, require_options, run_command
-from cxr_ldm.utils.overrides import check_override_types
 
 
 @hydra_command(config_path="conf", config_name="prepare")
@@ -22,7 +21,6 @@ def main(cfg: DictConfig) -> None:
         "cxr_ldm.prepare",
     )
     # a wrong path or option, a full disk: one line, no traceback
-    run_command(check_override_types, cfg)  # size=abc: refused, naming the option
     result = run_command(
         lambda c: prepare_dataset(mimic_root=c.mimic_root, reports=c.reports, out_dir=c.out_dir, size=c.size,
                                   num_workers=c.num_workers, views=c.views),

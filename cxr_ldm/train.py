@@ -19,14 +19,12 @@ from cxr_ldm.training.sweep_metric import metric_value
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers ${run_id:}, ${slurm_gpus:})
 from cxr_ldm.utils.atomic import DiskFullError
 from cxr_ldm.utils.cli import hydra_command, run_command
-from cxr_ldm.utils.overrides import check_override_types
 
 # what a user can fix: one line on stderr (utils/cli.run_command), CXR_LDM_TRACEBACK=1 for the traceback
 USER_ERRORS = (ValueError, FileNotFoundError, DiskFullError, NonFiniteLossError, NonFiniteWeightsError)
 
 
 def _main(cfg: DictConfig) -> float | None:
-    check_override_types(cfg)  # trainer.max_epochs=abc: refused here, naming the option
     metrics, objects = train(cfg)
     return metric_value(metrics, cfg.get("optimized_metric"), is_multirun(), objects.get("no_validation"))
 

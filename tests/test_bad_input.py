@@ -26,6 +26,7 @@ from PIL import Image
 
 from cxr_ldm.utils import resolvers  # noqa: F401
 from cxr_ldm.utils.cli import run_command
+from cxr_ldm.utils.overrides import check_override_types
 
 pytest_plugins = ["ldm_fixtures"]
 
@@ -45,7 +46,8 @@ def train_error(tmp: Path, overrides: list[str]) -> str:
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
             del cfg["hydra"]
-        with pytest.raises(SystemExit) as ended:
+        with pytest.raises(SystemExit) as ended:  # as hydra_command runs it: the override types, then the task
+            run_command(check_override_types, cfg)
             run_command(_main, cfg, user_errors=USER_ERRORS)
     message = str(ended.value.code)
     assert "\n" not in message, message

@@ -136,7 +136,7 @@ class LatentDiffusionModule(ResumableRNGHooks, LightningModule):
         unet_state = None
         if init_from is not None and autoencoder_arch is None:
             # fine-tuning: the folder's autoencoder, UNet (architecture and weights), schedule and scale factor
-            start = read_components(init_from, need_text_encoder=False)
+            start = read_components(init_from, need_text_encoder=False, option="model.init_from")
             autoencoder_arch, autoencoder_state = start.configs["autoencoder"], start.autoencoder.state_dict()
             unet, unet_state = dict(start.configs["unet"]), start.unet.state_dict()
             scheduler = {**scheduler, **start.schedule}

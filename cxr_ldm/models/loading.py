@@ -18,8 +18,9 @@ def existing_path(path: str | Path, what: str = "model") -> Path:
     return resolved
 
 
-def model_kind(path: Path) -> str:
-    """``checkpoint``, ``exported`` or ``monai_bundle``; a folder of another kind is a clear error."""
+def model_kind(path: Path, option: str = "model") -> str:
+    """``checkpoint``, ``exported`` or ``monai_bundle``; a folder of another kind is a clear error naming
+    ``option`` (the command's option that gave the path)."""
     if path.is_file():
         return "checkpoint"
     if is_exported_folder(path):
@@ -27,18 +28,19 @@ def model_kind(path: Path) -> str:
     if is_monai_bundle(path):
         return "monai_bundle"
     raise ModelLoadError(
-        f"model={str(path)!r} is a folder of neither known kind: expected an exported model (model_index.json) or "
+        f"{option}={str(path)!r} is a folder of neither known kind: expected an exported model (model_index.json) or "
         "a MONAI bundle (configs/inference.json); a trained checkpoint is a .ckpt file"
     )
 
 
 def read_components(
-    path: str | Path, text_encoder: str | Path | None = None, need_text_encoder: bool = True
+    path: str | Path, text_encoder: str | Path | None = None, need_text_encoder: bool = True, option: str = "model"
 ) -> LDMComponents:
     """Components of whatever ``path`` holds. A bundle takes its text encoder from ``text_encoder``;
-    ``need_text_encoder=False`` skips it (fine-tuning builds the text encoder from its own config)."""
-    resolved = existing_path(path)
-    kind = model_kind(resolved)
+    ``need_text_encoder=False`` skips it (fine-tuning builds the text encoder from its own config). Errors name
+    ``option``, the option that gave ``path`` (``model``, ``ckpt``, ``model.init_from``)."""
+    resolved = existing_path(path, option)
+    kind = model_kind(resolved, option)
     if kind == "checkpoint":
         return read_ldm_checkpoint(resolved)
     if kind == "exported":

@@ -13,7 +13,6 @@ from omegaconf import DictConfig
 from cxr_ldm.phantom.studies import generate_phantom
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
 from cxr_ldm.utils.cli import hydra_command, require_options, run_command
-from cxr_ldm.utils.overrides import check_override_types
 
 
 @hydra_command(config_path="../conf", config_name="phantom")
@@ -21,7 +20,6 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     require_options(
         cfg, {"out_dir": "the folder to write the phantom MIMIC-CXR-JPG tree into"}, "cxr_ldm.phantom"
     )
-    run_command(check_override_types, cfg)  # n_studies=abc: refused, naming the option
     # a wrong option, a folder that cannot be written, a full disk: one line, no traceback
     summary = run_command(lambda c: generate_phantom(c.out_dir, c.n_studies, c.size, c.seed, c.num_workers), cfg,
                           user_errors=(ValueError, OSError))  # fmt: skip

@@ -77,9 +77,10 @@ class CXRLDMPipeline:
         return cls(read_monai_bundle(existing_path(bundle_dir, "MONAI bundle"), text_encoder))
 
     @classmethod
-    def load(cls, path: str | Path, text_encoder: str | Path | None = None) -> CXRLDMPipeline:
-        """Whatever ``path`` holds: a ``.ckpt`` file, an exported folder or a MONAI bundle (for the CLIs)."""
-        return cls(read_components(path, text_encoder))
+    def load(cls, path: str | Path, text_encoder: str | Path | None = None, option: str = "model") -> CXRLDMPipeline:
+        """Whatever ``path`` holds: a ``.ckpt`` file, an exported folder or a MONAI bundle (for the CLIs, whose
+        errors name ``option``, the option that gave ``path``)."""
+        return cls(read_components(path, text_encoder, option=option))
 
     @classmethod
     def from_module(cls, module: Any) -> CXRLDMPipeline:

@@ -12,6 +12,8 @@ import hydra
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
+from cxr_ldm.utils.overrides import check_override_types
+
 HYDRA_FULL_ERROR = "HYDRA_FULL_ERROR"
 TRACEBACK = "CXR_LDM_TRACEBACK"
 
@@ -49,7 +51,8 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[Callable[[Dic
     Hydra prints those as several lines plus a hint and exits; it raises them instead only under its
     ``HYDRA_FULL_ERROR=1``. So that is set while Hydra composes, and the task itself (and what it starts: DDP
     ranks, SLURM jobs) runs in the environment the command was given. ``CXR_LDM_TRACEBACK=1`` or the user's own
-    ``HYDRA_FULL_ERROR=1`` shows the traceback.
+    ``HYDRA_FULL_ERROR=1`` shows the traceback. An override of the wrong type (``trainer.max_epochs=abc``) is
+    refused the same way before the task runs (:func:`cxr_ldm.utils.overrides.check_override_types`).
     """
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
@@ -60,6 +63,7 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[Callable[[Dic
             state["started"] = True
             _set_env(HYDRA_FULL_ERROR, state["given"])
             try:
+                run_command(check_override_types, cfg)  # n_studies=abc: refused before anything runs, naming it
                 return task(cfg)
             finally:
                 os.environ[HYDRA_FULL_ERROR] = "1"  # a multirun composes its next job after this one

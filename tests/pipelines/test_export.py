@@ -87,7 +87,7 @@ def test_save_pretrained_round_trip_keeps_changed_defaults(tmp_path: Path, expor
 def test_refused_exports_leave_nothing_behind(tmp_path: Path, jittered_ckpt: Path, exported: Path):
     result = run_module("cxr_ldm.export", f"ckpt={tmp_path / 'nope.ckpt'}", f"out_dir={tmp_path / 'out'}", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: model not found:")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ckpt not found:")
     assert not (tmp_path / "out").exists()
     busy = tmp_path / "busy"
     busy.mkdir()
