@@ -1,5 +1,6 @@
-"""Hydra's own errors (an unknown option, a missing config, an unparsable override) end every Hydra command as the
-commands' own errors do: one line, ``error: ...``, exit status 1 (``cxr_ldm/utils/cli.py::hydra_command``)."""
+"""Hydra's own errors (an unknown option, a missing config, an unparsable override) and overrides of the wrong
+type end every Hydra command as the commands' own errors do: one line, ``error: ...``, exit status 1
+(``cxr_ldm/utils/cli.py::hydra_command``)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,10 @@ def test_hydra_full_error_given_by_the_user_shows_hydra_s_exception(monkeypatch)
 def test_the_command_prints_the_line_and_ends_with_status_1(tmp_path):
     proc = run_module("cxr_ldm.sample", "nosuch=1", cwd=tmp_path)
     assert (proc.returncode, proc.stderr) == (1, UNKNOWN + "\n")
+
+
+def test_a_value_of_the_wrong_type_is_refused_naming_the_command_s_own_option(tmp_path):
+    """The demo passes n_studies on to training; the refusal names the demo's option, before any step runs."""
+    proc = run_module("cxr_ldm.demo", f"out_dir={tmp_path / 'demo'}", "n_studies=abc", cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (1, "error: n_studies=abc: expected an integer, like its default 2000\n")
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [".demo_logs"]  # no step started
