@@ -122,54 +122,8 @@ def prepare_dataset(
 
     skipped: dict[str, list[str]] = {r: [] for r in SKIP_REASONS}
     views = {v.upper() for v in views}
-    is_view = meta["ViewPosition"].str.upper().isin(views)
-    skipped["not_pa"] = sorted(meta.loc[~is_view, "dicom_id"])
-    meta = meta[is_view]
-    in_split = meta["split"].isin(SPLITS)
-    skipped["not_in_split"] = sorted(meta.loc[~in_split, "dicom_id"])
-    meta = meta[in_split].copy()
-
-    studies = meta[["subject_id", "study_id"]].drop_duplicates()
-    texts = source.read_many(list(zip(studies["subject_id"], studies["study_id"], strict=True)))
-    sections = {study: parse_report(text) for study, text in texts.items()}
-    has_report = meta["study_id"].isin(texts.keys())
-    skipped["no_report"] = sorted(meta.loc[~has_report, "dicom_id"])
-    meta = meta[has_report].copy()
-    meta["findings"] = [sections[s].findings for s in meta["study_id"]]
-    meta["impression"] = [sections[s].impression for s in meta["study_id"]]
-    meta["sentences"] = [json.dumps(report_sentences(sections[s]), ensure_ascii=False) for s in meta["study_id"]]
-    has_text = (meta["findings"].str.len() > 0) | (meta["impression"].str.len() > 0)
-    skipped["no_findings_or_impression"] = sorted(meta.loc[~has_text, "dicom_id"])
-    meta = meta[has_text].copy()
-    meta["image"] = [
-        image_relpath(sub, st, dcm, ext="png").replace("files/", "images/", 1)
-        for sub, st, dcm in zip(meta["subject_id"], meta["study_id"], meta["dicom_id"], strict=True)
-    ]
-
-    tasks = [
-        (dcm, str(mimic_root / image_relpath(sub, st, dcm)), str(out_dir / img), size)
-        for dcm, sub, st, img in zip(meta["dicom_id"], meta["subject_id"], meta["study_id"], meta["image"], strict=True)
-    ]
-    dims: dict[str, tuple[int, int]] = {}
-    counts = {"resized": 0, "reused": 0}
-    errors: dict[str, str] = {}
-    bar = tqdm(total=len(tasks), desc="prepare images", unit="img", disable=not progress)
-    try:
-        for dicom_id, status, w, h, err in _map(tasks, num_workers):
-            bar.update()
-            if status == "unreadable":
-                skipped["unreadable_image"].append(dicom_id)
-                errors[dicom_id] = err
-            else:
-                counts[status] += 1
-                dims[dicom_id] = (w, h)
-    except DiskFullError as err:
-        done = counts["resized"] + counts["reused"]
-        raise DiskFullError(err.errno, f"{err} ({done} of {len(tasks)} images are written, complete, and a re-run "
-                                       f"reuses them)") from err  # fmt: skip
-    finally:
-        bar.close()
-    skipped["unreadable_image"].sort()
+    meta = _with_report_text(_of_views_in_split(meta, views, skipped), source, skipped)
+    dims, counts, errors = _resize_images(meta, mimic_root, out_dir, size, num_workers, progress, skipped)
 
     meta = meta[meta["dicom_id"].isin(dims.keys())].copy()
     meta["width"] = [dims[d][0] for d in meta["dicom_id"]]
@@ -201,6 +155,71 @@ def prepare_dataset(
     _write_text_atomic(out_dir / "prepare_report.json", json.dumps(report, indent=2))
     log.info("kept %d images (%s); skipped %s", result.kept, report["kept_per_split"], report["skipped_counts"])
     return result
+
+
+def _of_views_in_split(meta: pd.DataFrame, views: set[str], skipped: dict[str, list[str]]) -> pd.DataFrame:
+    """The images of ``views`` (upper case) in a split; the others' ids go to ``skipped``."""
+    is_view = meta["ViewPosition"].str.upper().isin(views)
+    skipped["not_pa"] = sorted(meta.loc[~is_view, "dicom_id"])
+    meta = meta[is_view]
+    in_split = meta["split"].isin(SPLITS)
+    skipped["not_in_split"] = sorted(meta.loc[~in_split, "dicom_id"])
+    return meta[in_split].copy()
+
+
+def _with_report_text(meta: pd.DataFrame, source: ReportSource, skipped: dict[str, list[str]]) -> pd.DataFrame:
+    """Each image with its study's findings, impression, sentences and output path; images whose study has no
+    report, or one without findings and impression, go to ``skipped``."""
+    studies = meta[["subject_id", "study_id"]].drop_duplicates()
+    texts = source.read_many(list(zip(studies["subject_id"], studies["study_id"], strict=True)))
+    sections = {study: parse_report(text) for study, text in texts.items()}
+    has_report = meta["study_id"].isin(texts.keys())
+    skipped["no_report"] = sorted(meta.loc[~has_report, "dicom_id"])
+    meta = meta[has_report].copy()
+    meta["findings"] = [sections[s].findings for s in meta["study_id"]]
+    meta["impression"] = [sections[s].impression for s in meta["study_id"]]
+    meta["sentences"] = [json.dumps(report_sentences(sections[s]), ensure_ascii=False) for s in meta["study_id"]]
+    has_text = (meta["findings"].str.len() > 0) | (meta["impression"].str.len() > 0)
+    skipped["no_findings_or_impression"] = sorted(meta.loc[~has_text, "dicom_id"])
+    meta = meta[has_text].copy()
+    meta["image"] = [
+        image_relpath(sub, st, dcm, ext="png").replace("files/", "images/", 1)
+        for sub, st, dcm in zip(meta["subject_id"], meta["study_id"], meta["dicom_id"], strict=True)
+    ]
+    return meta
+
+
+def _resize_images(
+    meta: pd.DataFrame, mimic_root: Path, out_dir: Path, size: int, num_workers: int, progress: bool,
+    skipped: dict[str, list[str]],
+) -> tuple[dict[str, tuple[int, int]], dict[str, int], dict[str, str]]:  # fmt: skip
+    """Resize (or reuse) every image: each one's size, the resized/reused counts and why unreadable ones failed
+    (their ids go to ``skipped``). A full disk says how many images are already complete."""
+    tasks = [
+        (dcm, str(mimic_root / image_relpath(sub, st, dcm)), str(out_dir / img), size)
+        for dcm, sub, st, img in zip(meta["dicom_id"], meta["subject_id"], meta["study_id"], meta["image"], strict=True)
+    ]
+    dims: dict[str, tuple[int, int]] = {}
+    counts = {"resized": 0, "reused": 0}
+    errors: dict[str, str] = {}
+    bar = tqdm(total=len(tasks), desc="prepare images", unit="img", disable=not progress)
+    try:
+        for dicom_id, status, w, h, err in _map(tasks, num_workers):
+            bar.update()
+            if status == "unreadable":
+                skipped["unreadable_image"].append(dicom_id)
+                errors[dicom_id] = err
+            else:
+                counts[status] += 1
+                dims[dicom_id] = (w, h)
+    except DiskFullError as err:
+        done = counts["resized"] + counts["reused"]
+        raise DiskFullError(err.errno, f"{err} ({done} of {len(tasks)} images are written, complete, and a re-run "
+                                       f"reuses them)") from err  # fmt: skip
+    finally:
+        bar.close()
+    skipped["unreadable_image"].sort()
+    return dims, counts, errors
 
 
 def _attach_chexpert(meta: pd.DataFrame, mimic_root: Path) -> pd.DataFrame:
