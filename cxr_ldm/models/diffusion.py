@@ -37,6 +37,7 @@ from cxr_ldm.models.loading import read_components
 from cxr_ldm.models.rng_hooks import ResumableRNGHooks
 from cxr_ldm.models.speed import Speed, apply_speed, fused_factory, resolve_speed
 from cxr_ldm.models.text_encoder import build_text_encoder
+from cxr_ldm.utils.checkpoints import check_autoencoder_checkpoint
 from cxr_ldm.utils.plain import to_plain
 
 # Reference noise schedule (DESIGN.md): DDPM 1000 steps, scaled-linear betas 0.0015..0.0205, v-prediction.
@@ -50,8 +51,11 @@ DEFAULT_SCHEDULER: dict[str, Any] = {
 DEFAULT_OPTIMIZER: dict[str, Any] = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 2.5e-5}
 
 
-def read_autoencoder_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Architecture kwargs and ``AutoencoderKL`` weights from a stage-1 Lightning checkpoint.
+def read_autoencoder_checkpoint(
+    path: str | Path, option: str = "model.autoencoder_ckpt"
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Architecture kwargs and ``AutoencoderKL`` weights from a stage-1 Lightning checkpoint; a file that is not
+    one is a one-line error naming ``option`` (``utils/checkpoints.check_autoencoder_checkpoint``).
 
     Reads the file directly (hyper-parameter ``autoencoder`` and the ``autoencoder.*`` weights) instead of
     rebuilding the whole stage-1 module, which would also build its discriminator and perceptual network.
@@ -62,19 +66,10 @@ def read_autoencoder_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[
             f"stage-1 autoencoder checkpoint not found: autoencoder_ckpt={str(path)!r} (train stage 1 first, "
             "e.g. `python -m cxr_ldm.train experiment=aekl`, and point model.autoencoder_ckpt at its .ckpt)"
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    arch = (ckpt.get("hyper_parameters") or {}).get("autoencoder")
-    state = {
-        k[len("autoencoder.") :]: v
-        for k, v in ckpt.get("state_dict", {}).items()
-        if k.startswith("autoencoder.")
-    }
-    if arch is None or not state:
-        raise ValueError(
-            f"{path} is not a stage-1 checkpoint of cxr_ldm (expected hyper-parameter 'autoencoder' and "
-            "'autoencoder.*' weights)"
-        )
-    return to_plain(arch), state
+    ckpt = check_autoencoder_checkpoint(path, option)
+    weights = ckpt.get("state_dict", ckpt)
+    state = {k[len("autoencoder.") :]: v for k, v in weights.items() if k.startswith("autoencoder.")}
+    return to_plain(ckpt["hyper_parameters"]["autoencoder"]), state
 
 
 class LatentDiffusionModule(ResumableRNGHooks, LightningModule):

@@ -3,11 +3,11 @@ data, image size, autoencoder and cache key): the work of ``python -m cxr_ldm.ca
 
 from __future__ import annotations
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from cxr_ldm.data.latent_cache import ensure_latent_cache
+from cxr_ldm.utils.devices import resolve_device
 
 
 def cache_latents_as_configured(cfg: DictConfig) -> dict[str, int]:
@@ -24,7 +24,7 @@ def cache_latents_as_configured(cfg: DictConfig) -> dict[str, int]:
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()  # phantom data are made on first use
     arch, state = read_autoencoder_checkpoint(cfg.model.autoencoder_ckpt)
-    device = torch.device(cfg.get("cache_device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(str(cfg.get("cache_device") or "auto"), option="cache_device")
     autoencoder = AutoencoderKL(**arch)
     autoencoder.load_state_dict(state)
     autoencoder.to(device).eval()

@@ -74,8 +74,7 @@ def _train(cfg: DictConfig, output_dir: Path, run_info: RunInfo) -> tuple[dict[s
         L.seed_everything(cfg.seed, workers=True)
     autoencoder_ckpt = OmegaConf.select(cfg, "model.autoencoder_ckpt", default=None)
     if autoencoder_ckpt:  # stage 2 reads it when the model is built: check it first, with a clear line
-        check_autoencoder_checkpoint(autoencoder_ckpt)
-        arch = load_checkpoint_file(autoencoder_ckpt, "model.autoencoder_ckpt")["hyper_parameters"]["autoencoder"]
+        arch = check_autoencoder_checkpoint(autoencoder_ckpt)["hyper_parameters"]["autoencoder"]
         check_latent_size(cfg, arch.get("channels"))
 
     log.info("instantiating datamodule <%s>", cfg.data._target_)

@@ -118,8 +118,8 @@ def check_resume_checkpoint(path: str | Path, model: torch.nn.Module, option: st
             )
 
 
-def check_autoencoder_checkpoint(path: str | Path, option: str = "model.autoencoder_ckpt") -> None:
-    """Raise one clear line unless ``path`` is a stage-1 checkpoint of cxr_ldm (what stage 2 reads)."""
+def check_autoencoder_checkpoint(path: str | Path, option: str = "model.autoencoder_ckpt") -> dict[str, Any]:
+    """The checkpoint, if ``path`` is a stage-1 checkpoint of cxr_ldm (what stage 2 reads); else one clear line."""
     ckpt = load_checkpoint_file(path, option)
     state = ckpt.get("state_dict") if isinstance(ckpt.get("state_dict"), Mapping) else ckpt
     hparams = ckpt.get("hyper_parameters") or {}
@@ -130,6 +130,7 @@ def check_autoencoder_checkpoint(path: str | Path, option: str = "model.autoenco
             f"{option}={path}: {kind}, not a stage-1 checkpoint of cxr_ldm (train one with `python -m cxr_ldm.train "
             f"experiment=aekl` and pass its checkpoints/last.ckpt)"
         )
+    return ckpt
 
 
 def is_loadable(path: str | Path) -> bool:

@@ -285,6 +285,24 @@ def test_ddp_training_run_builds_the_cache_once_split_over_ranks(tmp_path: Path,
     assert any(k.startswith("unet.") for k in state) and not any("_orig_mod" in k for k in state)
 
 
+def test_a_file_that_is_no_stage_one_checkpoint_is_refused_in_one_line(tmp_path: Path):
+    """What cache_latents and stage 2 read the autoencoder with: the same lines as the training run's check."""
+    from cxr_ldm.utils.checkpoints import CheckpointFileError
+
+    text, plain = tmp_path / "notes.ckpt", tmp_path / "weights.pt"
+    text.write_text("not a checkpoint\n")
+    torch.save({"autoencoder.weight": torch.zeros(2)}, plain)
+    with pytest.raises(CheckpointFileError) as refused:
+        read_autoencoder_checkpoint(text)
+    assert str(refused.value) == f"model.autoencoder_ckpt={text}: a text file, not a checkpoint written by torch.save"
+    with pytest.raises(CheckpointFileError) as refused:
+        read_autoencoder_checkpoint(plain)
+    assert str(refused.value) == (
+        f"model.autoencoder_ckpt={plain}: a plain state dict, not a stage-1 checkpoint of cxr_ldm (train one with "
+        "`python -m cxr_ldm.train experiment=aekl` and pass its checkpoints/last.ckpt)"
+    )
+
+
 @pytest.mark.slow
 def test_cache_latents_command_builds_what_training_then_reads(tmp_path: Path, tiny_ae_ckpt: Path, caplog):
     """``python -m cxr_ldm.cache_latents`` with a training run's overrides: the run finds every shard built."""
