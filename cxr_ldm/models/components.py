@@ -15,6 +15,7 @@ import torch
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 
 from cxr_ldm.models.text_encoder import FrozenOpenCLIPTextEncoder, build_text_encoder
+from cxr_ldm.utils.checkpoints import CheckpointFileError, load_checkpoint_file
 
 # Keys of a noise schedule that sampling needs (MONAI DDPMScheduler arguments of the training config).
 SCHEDULE_KEYS = ("num_train_timesteps", "schedule", "beta_start", "beta_end", "prediction_type")
@@ -71,13 +72,14 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
         raise ModelLoadError(f"{where}: the {what} weights do not fit its config: {' '.join(first)[:300]}") from err
 
 
-def read_ldm_checkpoint(path: str | Path) -> LDMComponents:
-    """Components of a stage-2 ``LatentDiffusionModule`` checkpoint (EMA UNet when present), without Lightning."""
+def read_ldm_checkpoint(path: str | Path, option: str = "model") -> LDMComponents:
+    """Components of a stage-2 ``LatentDiffusionModule`` checkpoint (EMA UNet when present), without Lightning.
+    A file that is no checkpoint (truncated, an image, a text) is one line naming ``option``."""
     path = Path(path).expanduser()
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated or foreign files raise many kinds of errors
-        raise ModelLoadError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})"[:400]) from err
+        ckpt = load_checkpoint_file(path, option)
+    except CheckpointFileError as err:
+        raise ModelLoadError(str(err)) from err
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not hp or not state or "unet" not in hp or "autoencoder_arch" not in hp:

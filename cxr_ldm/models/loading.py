@@ -42,7 +42,7 @@ def read_components(
     resolved = existing_path(path, option)
     kind = model_kind(resolved, option)
     if kind == "checkpoint":
-        return read_ldm_checkpoint(resolved)
+        return read_ldm_checkpoint(resolved, option)
     if kind == "exported":
         return read_exported(resolved, with_text_encoder=need_text_encoder)
     if need_text_encoder and text_encoder is None:

@@ -62,7 +62,7 @@ class CXRLDMPipeline:
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> CXRLDMPipeline:
         """A stage-2 ``ldm.ckpt`` of this project (its EMA UNet when it has one)."""
-        return cls(read_ldm_checkpoint(existing_path(path, "checkpoint")))
+        return cls(read_ldm_checkpoint(existing_path(path, "checkpoint"), "checkpoint"))
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> CXRLDMPipeline:
