@@ -11,7 +11,7 @@ wrapped at about 78 columns with a leading space.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -318,18 +318,7 @@ def write_report(
     if rng.random() < 0.5:  # heart first, as many radiologists dictate
         body = devices + [heart] + positives + negatives
     findings_text = " ".join(s for s, _ in body)
-
-    impression_items: list[Statement] = list(positives)
-    if findings["cardiomegaly"]:
-        impression_items.append(heart)
-    if devices and rng.random() < 0.5:
-        impression_items.insert(0, (_pick(rng, ("Support devices as described above.", "Lines and tubes as above.")),
-                                    {"Support Devices": 1.0}))  # fmt: skip
-    closing: list[Statement] = []
-    if not positives and not findings["cardiomegaly"]:
-        closing = [(_pick(rng, ("No acute cardiopulmonary process.", "No acute cardiopulmonary abnormality.",
-                                "No evidence of acute disease.", "Normal chest radiograph.")), {})]  # fmt: skip
-    impression_items = impression_items or closing
+    impression_items, closing = _impression_items(findings, devices, positives, heart, rng)
 
     layout = rng.choice(4, p=[0.7, 0.1, 0.1, 0.1])  # F+I, I only, F AND I, F+CONCLUSION
     numbered = len(impression_items) >= 2 and rng.random() < 0.4
@@ -343,13 +332,7 @@ def write_report(
 
     lower = rng.random() < 0.04
     name = (lambda s: s.capitalize()) if lower else (lambda s: s)
-    sections = [
-        _section(name("EXAMINATION"), exam, rng, inline=True),
-        _section(name("INDICATION"), _indication(rng, female, findings), rng, inline=True),
-        _section(name("TECHNIQUE"), technique, rng, inline=True),
-        _section(name("COMPARISON"), _pick(rng, ("Chest radiograph from ___.", "___", "Prior study of ___."))
-                 if follow_up else _pick(rng, ("None.", "None available.", "___")), rng, inline=True),
-    ]  # fmt: skip
+    sections = _header_sections(name, exam, technique, follow_up, female, findings, rng)
     used: list[Statement]
     if layout == 0:
         sections += [
@@ -375,3 +358,45 @@ def write_report(
                               "telephone on ___ at ___, 2 minutes after discovery."))  # fmt: skip
     text = BANNER + "\n" + "\n \n".join(sections) + "\n"
     return text, _merge(used)
+
+
+def _impression_items(
+    findings: dict[str, int],
+    devices: list[Statement],
+    positives: list[Statement],
+    heart: Statement,
+    rng: np.random.Generator,
+) -> tuple[list[Statement], list[Statement]]:
+    """The impression's statements (the positives, the heart when enlarged, sometimes the devices) and the
+    "no acute process" closing of a normal study (empty otherwise); the impression is the closing when it has
+    nothing else."""
+    items: list[Statement] = list(positives)
+    if findings["cardiomegaly"]:
+        items.append(heart)
+    if devices and rng.random() < 0.5:
+        items.insert(0, (_pick(rng, ("Support devices as described above.", "Lines and tubes as above.")),
+                         {"Support Devices": 1.0}))  # fmt: skip
+    closing: list[Statement] = []
+    if not positives and not findings["cardiomegaly"]:
+        closing = [(_pick(rng, ("No acute cardiopulmonary process.", "No acute cardiopulmonary abnormality.",
+                                "No evidence of acute disease.", "Normal chest radiograph.")), {})]  # fmt: skip
+    return items or closing, closing
+
+
+def _header_sections(
+    name: Callable[[str], str],
+    exam: str,
+    technique: str,
+    follow_up: bool,
+    female: bool,
+    findings: dict[str, int],
+    rng: np.random.Generator,
+) -> list[str]:
+    """EXAMINATION, INDICATION, TECHNIQUE and COMPARISON (``name`` sets the case of the headings)."""
+    return [
+        _section(name("EXAMINATION"), exam, rng, inline=True),
+        _section(name("INDICATION"), _indication(rng, female, findings), rng, inline=True),
+        _section(name("TECHNIQUE"), technique, rng, inline=True),
+        _section(name("COMPARISON"), _pick(rng, ("Chest radiograph from ___.", "___", "Prior study of ___."))
+                 if follow_up else _pick(rng, ("None.", "None available.", "___")), rng, inline=True),
+    ]  # fmt: skip
