@@ -58,32 +58,10 @@ def render_lateral(
 
     body, arms, front = _body_and_arms(u, v, pixels)
 
-    # Lungs between the retrosternal and the retrocardiac air, over domes that rise anteriorly.
-    height_fraction = np.clip((v - apex) / (base - apex), 0.0, 1.0)
-    lung_front = -0.08 - 0.2 * np.sqrt(1.0 - (1.0 - np.clip(height_fraction / 0.6, 0, 1)) ** 2)
-    lung_back = 0.02 + 0.24 * np.sqrt(1.0 - (1.0 - np.clip(height_fraction / 0.45, 0, 1)) ** 2)
-    diaphragm = base - build.dome + 0.12 * ((u + 0.3) / 0.5) ** 2 - 0.08
-    diaphragm = np.maximum(diaphragm, base - build.dome - 0.1)
-    lung_implicit = np.maximum(np.maximum(lung_front - u, u - lung_back), np.maximum(v - diaphragm, apex - v))
-    lung = np.clip(0.5 - distance_in_pixels(lung_implicit) / 2.0, 0.0, 1.0)
-
-    # The heart sits anteriorly on the diaphragm and grows backwards and up.
-    severity = found["cardiomegaly"]
-    ctr = build.ctr if not severity else float(np.mean(CTR_BY_SEVERITY[min(severity, 3)]))
-    heart_radius = 0.15 * ctr / 0.45
-    heart_u, heart_v = u + 0.1 - 0.5 * (heart_radius - 0.15), v - (base - build.dome - 0.03)
-    heart_implicit = (
-        np.sqrt((heart_u / (1.15 * heart_radius)) ** 2 + (heart_v / (0.9 * heart_radius)) ** 2) - 1.0
-    )
-    heart = np.clip(0.5 - heart_implicit * heart_radius * pixels, 0.0, 1.0)
+    lung, diaphragm = _lung_and_diaphragm(u, v, apex, base, build.dome)
+    heart = _heart(u, v, base, build, found["cardiomegaly"], pixels)
     above_diaphragm = smoothstep(diaphragm - v, -0.005, 0.01)
-
-    spine_u = 0.22 + 0.04 * np.sin(np.pi * np.clip(v, 0.0, 1.2) / 1.2)  # kyphosis
-    disc_period = 0.06
-    disc = smoothstep(np.abs(((v / disc_period) % 1.0) - 0.5), 0.36, 0.46)
-    spine = np.clip(0.5 - (np.abs(u - spine_u) - 0.045) * pixels, 0.0, 1.0) * (1.0 - 0.6 * disc)
-    sternum = cylinder_profile((u - front - 0.02) / 0.012) * (v > apex + 0.04) * (v < apex + 0.42)
-    trachea = cylinder_profile((u - 0.02 * v / 0.4) / 0.02) * (1.0 - smoothstep(v, apex + 0.22, apex + 0.25))
+    spine, sternum, trachea = _spine_sternum_trachea(u, v, apex, front, pixels)
 
     fluid = np.zeros((height, width), np.float32)
     effusion = max(found["pleural_effusion_left"], found["pleural_effusion_right"])
@@ -110,3 +88,41 @@ def render_lateral(
         )
         attenuation = attenuation + np.asarray(canvas, dtype=np.float32) * np.float32(0.5 / 255.0)
     return expose(attenuation, view.pose_rng.uniform(size=4), view.texture_rng, width, height)
+
+
+def _lung_and_diaphragm(
+    u: np.ndarray, v: np.ndarray, apex: float, base: float, dome: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lungs (0..1) between the retrosternal and the retrocardiac air, over domes that rise anteriorly; and the
+    diaphragm's height at each column."""
+    height_fraction = np.clip((v - apex) / (base - apex), 0.0, 1.0)
+    lung_front = -0.08 - 0.2 * np.sqrt(1.0 - (1.0 - np.clip(height_fraction / 0.6, 0, 1)) ** 2)
+    lung_back = 0.02 + 0.24 * np.sqrt(1.0 - (1.0 - np.clip(height_fraction / 0.45, 0, 1)) ** 2)
+    diaphragm = base - dome + 0.12 * ((u + 0.3) / 0.5) ** 2 - 0.08
+    diaphragm = np.maximum(diaphragm, base - dome - 0.1)
+    lung_implicit = np.maximum(np.maximum(lung_front - u, u - lung_back), np.maximum(v - diaphragm, apex - v))
+    return np.clip(0.5 - distance_in_pixels(lung_implicit) / 2.0, 0.0, 1.0), diaphragm
+
+
+def _heart(u: np.ndarray, v: np.ndarray, base: float, build: Anatomy, severity: int, pixels: np.float32) -> np.ndarray:
+    """The heart (0..1): anterior, on the diaphragm, growing backwards and up with the cardiomegaly severity."""
+    ctr = build.ctr if not severity else float(np.mean(CTR_BY_SEVERITY[min(severity, 3)]))
+    heart_radius = 0.15 * ctr / 0.45
+    heart_u, heart_v = u + 0.1 - 0.5 * (heart_radius - 0.15), v - (base - build.dome - 0.03)
+    heart_implicit = (
+        np.sqrt((heart_u / (1.15 * heart_radius)) ** 2 + (heart_v / (0.9 * heart_radius)) ** 2) - 1.0
+    )
+    return np.clip(0.5 - heart_implicit * heart_radius * pixels, 0.0, 1.0)
+
+
+def _spine_sternum_trachea(
+    u: np.ndarray, v: np.ndarray, apex: float, front: np.ndarray, pixels: np.float32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kyphotic spine with its discs, the sternum behind the chest wall, and the trachea's air column."""
+    spine_u = 0.22 + 0.04 * np.sin(np.pi * np.clip(v, 0.0, 1.2) / 1.2)  # kyphosis
+    disc_period = 0.06
+    disc = smoothstep(np.abs(((v / disc_period) % 1.0) - 0.5), 0.36, 0.46)
+    spine = np.clip(0.5 - (np.abs(u - spine_u) - 0.045) * pixels, 0.0, 1.0) * (1.0 - 0.6 * disc)
+    sternum = cylinder_profile((u - front - 0.02) / 0.012) * (v > apex + 0.04) * (v < apex + 0.42)
+    trachea = cylinder_profile((u - 0.02 * v / 0.4) / 0.02) * (1.0 - smoothstep(v, apex + 0.22, apex + 0.25))
+    return spine, sternum, trachea
