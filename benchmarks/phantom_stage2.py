@@ -57,7 +57,7 @@ def write_autoencoder(path: Path) -> None:
     from monai.networks.nets import AutoencoderKL
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(REPO / "cxr_ldm" / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         arch = OmegaConf.to_container(compose(config_name=None, overrides=["+model=aekl_small"]).model.autoencoder)
     torch.manual_seed(0)
     state = {f"autoencoder.{k}": v for k, v in AutoencoderKL(**arch).state_dict().items()}

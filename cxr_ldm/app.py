@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
-from cxr_ldm.utils.cli import hydra_command, require_options, run_command
+from cxr_ldm.utils.cli import INFERENCE_CONF, hydra_command, require_options, run_command
 
 INSTALL_HINT = 'cxr_ldm.app needs gradio, which is not installed: pip install -e ".[app]"  (or pip install "gradio>=5")'
 
@@ -40,7 +40,7 @@ def run(cfg: DictConfig) -> None:
     launch(demo, str(cfg.host), int(cfg.port), allowed=[work_dir])
 
 
-@hydra_command(config_path="conf/inference", config_name="app")
+@hydra_command(config_path=INFERENCE_CONF, config_name="app")
 def main(cfg: DictConfig) -> None:
     if importlib.util.find_spec("gradio") is None:
         sys.exit(INSTALL_HINT)

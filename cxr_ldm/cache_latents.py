@@ -13,10 +13,10 @@ from omegaconf import DictConfig
 
 from cxr_ldm.training.latent_cache_job import cache_latents_as_configured
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers the config resolvers)
-from cxr_ldm.utils.cli import hydra_command, run_command
+from cxr_ldm.utils.cli import CONF, hydra_command, run_command
 
 
-@hydra_command(config_path="conf", config_name="train")
+@hydra_command(config_path=CONF, config_name="train")
 def main(cfg: DictConfig) -> None:
     run_command(cache_latents_as_configured, cfg)
 

@@ -14,10 +14,10 @@ from omegaconf import DictConfig
 
 from cxr_ldm.training.demo_steps import sample_prompts, summary, train_stage
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
-from cxr_ldm.utils.cli import hydra_command, require_options
+from cxr_ldm.utils.cli import INFERENCE_CONF, hydra_command, require_options
 
 
-@hydra_command(config_path="conf/inference", config_name="demo")
+@hydra_command(config_path=INFERENCE_CONF, config_name="demo")
 def main(cfg: DictConfig) -> None:
     require_options(cfg, {"out_dir": "folder for data, checkpoints and samples"}, "cxr_ldm.demo")
     out = Path(cfg.out_dir).resolve()

@@ -16,10 +16,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
-from cxr_ldm.utils.cli import hydra_command, require_options, run_command
+from cxr_ldm.utils.cli import INFERENCE_CONF, hydra_command, require_options, run_command
 
 
-@hydra_command(config_path="conf/inference", config_name="evaluate")
+@hydra_command(config_path=INFERENCE_CONF, config_name="evaluate")
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     require_options(cfg, {"out_dir": "the folder to write metrics.json (and generated samples) into"},
                     "cxr_ldm.evaluate")  # fmt: skip

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from cxr_ldm.pipelines import CXRLDMPipeline
 from cxr_ldm.pipelines.model_card import find_metrics, model_card
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
-from cxr_ldm.utils.cli import hydra_command, require_options, run_command
+from cxr_ldm.utils.cli import INFERENCE_CONF, hydra_command, require_options, run_command
 
 
 def run(cfg: DictConfig) -> Path:
@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra_command(config_path="conf/inference", config_name="export")
+@hydra_command(config_path=INFERENCE_CONF, config_name="export")
 def main(cfg: DictConfig) -> None:
     require_options(cfg, {"ckpt": "the trained ldm.ckpt to export", "out_dir": "the folder to write"},
                     "cxr_ldm.export")  # fmt: skip

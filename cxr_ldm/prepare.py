@@ -6,10 +6,10 @@ from omegaconf import DictConfig
 
 from cxr_ldm.data.preparation import prepare_dataset
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
-from cxr_ldm.utils.cli import hydra_command, require_options, run_command
+from cxr_ldm.utils.cli import CONF, hydra_command, require_options, run_command
 
 
-@hydra_command(config_path="conf", config_name="prepare")
+@hydra_command(config_path=CONF, config_name="prepare")
 def main(cfg: DictConfig) -> None:
     require_options(
         cfg,

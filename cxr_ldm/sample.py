@@ -12,10 +12,10 @@ from omegaconf import DictConfig
 
 from cxr_ldm.pipelines.sample_job import sample_as_configured
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
-from cxr_ldm.utils.cli import hydra_command, run_command
+from cxr_ldm.utils.cli import INFERENCE_CONF, hydra_command, run_command
 
 
-@hydra_command(config_path="conf/inference", config_name="sample")
+@hydra_command(config_path=INFERENCE_CONF, config_name="sample")
 def main(cfg: DictConfig) -> None:
     run_command(sample_as_configured, cfg)
 

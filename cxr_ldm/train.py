@@ -18,7 +18,7 @@ from cxr_ldm.training.run import is_multirun, train
 from cxr_ldm.training.sweep_metric import metric_value
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers ${run_id:}, ${slurm_gpus:})
 from cxr_ldm.utils.atomic import DiskFullError
-from cxr_ldm.utils.cli import hydra_command, run_command
+from cxr_ldm.utils.cli import CONF, hydra_command, run_command
 
 # what a user can fix: one line on stderr (utils/cli.run_command), CXR_LDM_TRACEBACK=1 for the traceback
 USER_ERRORS = (ValueError, FileNotFoundError, DiskFullError, NonFiniteLossError, NonFiniteWeightsError)
@@ -29,7 +29,7 @@ def _main(cfg: DictConfig) -> float | None:
     return metric_value(metrics, cfg.get("optimized_metric"), is_multirun(), objects.get("no_validation"))
 
 
-@hydra_command(config_path="conf", config_name="train")
+@hydra_command(config_path=CONF, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     return run_command(_main, cfg, user_errors=USER_ERRORS)
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "cxr_ldm" / "conf"  # train, prepare, phantom and the groups (model/, trainer/, debug/tiny ...)
+CONF_DIR = REPO / "conf"  # train, prepare, phantom and the groups (model/, trainer/, debug/tiny ...)
 INFERENCE_CONF_DIR = CONF_DIR / "inference"  # sample, evaluate, app, demo, export (their model= is no group)
 
 # The smallest stage-1 network the tests train (norm groups of 8 for channels below 32).

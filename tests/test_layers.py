@@ -33,7 +33,11 @@ RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 def unit_of(module: str, package: Path = PACKAGE) -> str:
     """``cxr_ldm.metrics.fid`` -> ``metrics``; a top-level module or any ``__main__`` -> the entry points."""
     parts = module.split(".")
-    if len(parts) < 2 or parts[-1] == "__main__" or not (package / parts[1]).is_dir():
+    if len(parts) < 2 or parts[-1] == "__main__":
+        return ENTRY_POINTS
+    if parts[1] == "conf":  # cxr_ldm.conf: the configs, mapped from conf/ at the repository root
+        return "conf"
+    if not (package / parts[1]).is_dir():
         return ENTRY_POINTS
     return parts[1]
 

@@ -1,7 +1,7 @@
 """A wheel of the project starts its commands from any folder: the Hydra configs ship inside the package.
 
-``conf/`` used to sit beside the package while ``pyproject.toml`` declared it as package data, so a
-non-editable install had no configs and no command started. The wheel is built from a copy of the sources,
+The configs are edited in ``conf/`` at the repository root and pyproject's ``package-dir`` maps that folder to
+``cxr_ldm.conf``, so the wheel carries them as ``cxr_ldm/conf/``. The wheel is built from a copy of the sources,
 installed with ``--no-deps`` into a fresh venv that sees this environment's libraries (a ``.pth`` line: not
 its editable install of cxr_ldm), and every command is started from an empty folder outside the repository.
 """
@@ -38,7 +38,8 @@ def installed(tmp_path_factory) -> dict[str, Path]:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    shutil.copytree(REPO / "cxr_ldm", src / "cxr_ldm", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for folder in ("cxr_ldm", "conf"):
+        shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     dist = tmp / "dist"
     built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
                   "-w", str(dist), str(src)], cwd=tmp)  # fmt: skip
@@ -59,10 +60,38 @@ def installed(tmp_path_factory) -> dict[str, Path]:
     return {"wheel": wheel, "python": python, "site": site, "cwd": outside, "venv": venv}
 
 
+def test_the_configs_live_at_the_top_level():
+    assert CONF_DIR == REPO / "conf" and (CONF_DIR / "train.yaml").is_file()
+    assert not (REPO / "cxr_ldm" / "conf").exists(), "one copy of the configs: conf/ at the repository root"
+
+
 def test_the_wheel_holds_every_config(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
-    for config in CONF_DIR.rglob("*.yaml"):
-        assert f"cxr_ldm/conf/{config.relative_to(REPO / 'cxr_ldm' / 'conf')}" in names, config
+    configs = sorted(CONF_DIR.rglob("*.yaml"))
+    assert len(configs) > 50
+    for config in configs:
+        assert f"cxr_ldm/conf/{config.relative_to(CONF_DIR)}" in names, config
+
+
+def test_pyproject_names_every_package_of_the_tree():
+    """The package list is written out (conf/ is mapped into cxr_ldm): a new package must be added there."""
+    import tomllib
+
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    tree = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "cxr_ldm").rglob("__init__.py")}
+    tree |= {".".join(("cxr_ldm", *p.parent.relative_to(REPO).parts)) for p in CONF_DIR.rglob("__init__.py")}
+    assert set(setuptools["packages"]) == tree
+    assert setuptools["package-dir"] == {"cxr_ldm.conf": "conf"}
+
+
+def test_a_command_from_the_wheel_writes_its_files(installed):
+    """Not only --help: the installed phantom command composes its config from the wheel and writes studies."""
+    out = installed["cwd"] / "phantom"
+    ran = _run([str(installed["venv"] / "bin" / "cxr-ldm-phantom"), f"out_dir={out}", "n_studies=3", "size=32",
+                "num_workers=1"], installed["cwd"])  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert len(list((out / "files").rglob("*.jpg"))) >= 3
+    assert (out / "mimic-cxr-2.0.0-split.csv.gz").is_file() and (out / "phantom_findings.csv.gz").is_file()
 
 
 def test_the_installed_package_is_the_wheel(installed):

@@ -1,6 +1,6 @@
 """What an evaluation reads: its options, checked before anything slow runs, and the image sets it measures.
 
-Every default lives in ``cxr_ldm/conf/inference/evaluate.yaml`` (and the ``sampling`` group); :func:`option`
+Every default lives in ``conf/inference/evaluate.yaml`` (and the ``sampling`` group); :func:`option`
 reads the composed config and never supplies one of its own, so the file is the one place to look. The checks
 use what each measure needs (:mod:`cxr_ldm.evaluation.registry`), so a missing input, checkpoint or label file
 stops the command with one line naming the option before any sampling or feature extraction starts.
@@ -47,7 +47,7 @@ def option(cfg: DictConfig, key: str) -> Any:
     if value is _ABSENT:
         raise EvaluationError(
             f"option {key} is missing from the configuration: run python -m cxr_ldm.evaluate (or compose "
-            "cxr_ldm/conf/inference/evaluate.yaml), which defines every option"
+            "conf/inference/evaluate.yaml), which defines every option"
         )
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 

@@ -1,7 +1,7 @@
 """``python -m cxr_ldm.phantom out_dir=DIR n_studies=N [size=256] [seed=0] [num_workers=N]``.
 
 Writes phantom studies in the MIMIC-CXR-JPG + reports layout (:func:`cxr_ldm.phantom.studies.generate_phantom`);
-the options and their defaults are in ``cxr_ldm/conf/phantom.yaml`` (``--help`` lists them).
+the options and their defaults are in ``conf/phantom.yaml`` (``--help`` lists them).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from omegaconf import DictConfig
 
 from cxr_ldm.phantom.studies import generate_phantom
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers the resolvers --help and the configs use)
-from cxr_ldm.utils.cli import hydra_command, require_options, run_command
+from cxr_ldm.utils.cli import CONF, hydra_command, require_options, run_command
 
 
-@hydra_command(config_path="../conf", config_name="phantom")
+@hydra_command(config_path=CONF, config_name="phantom")
 def main(cfg: DictConfig) -> dict[str, Any]:
     require_options(
         cfg, {"out_dir": "the folder to write the phantom MIMIC-CXR-JPG tree into"}, "cxr_ldm.phantom"

@@ -16,6 +16,11 @@ from cxr_ldm.utils.overrides import check_override_types
 
 HYDRA_FULL_ERROR = "HYDRA_FULL_ERROR"
 TRACEBACK = "CXR_LDM_TRACEBACK"
+# Where the commands' configs are: the package cxr_ldm.conf, edited in conf/ at the repository root and shipped in
+# the wheel (pyproject's package-dir). Named as a package, so `python -m`, console scripts, editable and wheel
+# installs all find the same files, wherever the command's module file lies.
+CONF = "pkg://cxr_ldm.conf"
+INFERENCE_CONF = "pkg://cxr_ldm.conf.inference"  # sample, evaluate, export, app, demo
 
 
 def require_options(cfg: DictConfig, options: dict[str, str], command: str) -> None:

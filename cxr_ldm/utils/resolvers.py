@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import secrets
 from pathlib import Path
@@ -35,7 +36,9 @@ def slurm_gpus_per_node(accelerator: Any, devices: Any) -> int | None:
     )
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# the folder of the cxr_ldm.conf package (conf/ of a checkout, cxr_ldm/conf/ of an installed wheel), found
+# without importing it: utils sits below conf in the layers
+CONF_DIR = Path(importlib.util.find_spec("cxr_ldm.conf").submodule_search_locations[0])
 _NOT_OPTIONS = ("defaults:", "hydra:")
 
 

@@ -36,7 +36,7 @@ class _Linear(L.LightningModule):
 
 
 def _csv_logger(run_dir: Path):
-    """The logger ``logger=csv`` builds (``cxr_ldm/conf/logger/csv.yaml``)."""
+    """The logger ``logger=csv`` builds (``conf/logger/csv.yaml``)."""
     cfg = OmegaConf.load(CONF_DIR / "logger" / "csv.yaml").csv
     cfg.save_dir = str(run_dir)
     return hydra.utils.instantiate(cfg)
