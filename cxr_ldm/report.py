@@ -1,7 +1,7 @@
 """``python -m cxr_ldm.report RUN [--sweep JOB ...] [--out DIR]``: (re)write an evaluation's ``report.md``.
 
 ``RUN`` is a ``metrics.json`` written by ``python -m cxr_ldm.evaluate`` or its folder; ``--sweep-dir DIR`` writes
-the report of a whole ``-m sampling.guidance_scale=...`` multirun folder instead (``cxr_ldm/evaluation/report.py``).
+the report of a whole ``-m sampling.guidance_scale=...`` multirun folder instead (``cxr_ldm/evaluation/report.py``, ``sweep_report.py``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from cxr_ldm.evaluation.report import rewrite_run_report, write_sweep_report
+from cxr_ldm.evaluation.report import rewrite_run_report
+from cxr_ldm.evaluation.sweep_report import write_sweep_report
 from cxr_ldm.utils.cli import run_command
 
 

@@ -38,7 +38,7 @@ class SweepReport(Callback):
     """At the end of a multirun: ``<sweep dir>/report.md`` over the jobs' ``metrics.json`` files."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from cxr_ldm.evaluation.report import write_sweep_report
+        from cxr_ldm.evaluation.sweep_report import write_sweep_report
 
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
         try:

@@ -11,13 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr_ldm.evaluation.report import (
-    CHEXGENBENCH_FID_RADDINO,
-    RANDOM_FLAG,
-    load_metrics,
-    sweep_points,
-    write_report,
-)
+from cxr_ldm.evaluation.report import write_report
+from cxr_ldm.evaluation.report_tables import CHEXGENBENCH_FID_RADDINO, RANDOM_FLAG
+from cxr_ldm.evaluation.sweep_report import load_metrics, sweep_points
 from cxr_ldm.metrics.alignment import alignment_summary
 from cxr_ldm.metrics.features import RANDOM_WEIGHTS_LABEL
 from cxr_ldm.metrics.per_pathology import CHEXPERT_LABELS, label_column, per_pathology_report
