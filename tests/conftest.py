@@ -12,6 +12,20 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+TESTS = Path(__file__).resolve().parent
+# Folders whose files share one expensive session fixture (a SLURM cluster, an app server): one worker runs them.
+ONE_WORKER_FOLDERS = ("scale", "app")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2 --dist loadgroup`` (.ci/run): each test file runs on one worker, so its module
+    fixtures are built once, and the folders above run whole on one worker."""
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        rel = path.relative_to(TESTS) if path.is_relative_to(TESTS) else path
+        group = rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] in ONE_WORKER_FOLDERS else str(rel)
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session")
 def shared_data_dir(tmp_path_factory) -> Path:
