@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,6 +35,7 @@ from cxr_ldm.utils.checkpoints import (
     resolve_ckpt_path,
 )
 from cxr_ldm.utils.config_tree import print_config_tree
+from cxr_ldm.utils.cpu_threads import choose_cpu_threads, cpu_threads_applied, parse_cpu_threads
 from cxr_ldm.utils.distributed import fix_hydra_multirun_children
 from cxr_ldm.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from cxr_ldm.utils.lightning_noise import quiet_lightning
@@ -69,6 +71,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 def _train(cfg: DictConfig, output_dir: Path, run_info: RunInfo) -> tuple[dict[str, float], dict[str, Any]]:
     check_options(cfg)
+    parse_cpu_threads(cfg.get("cpu_threads"))  # a wrong value is refused before anything is built
     print_config_tree(cfg, save_to=output_dir / "config_tree.yaml", show=cfg.get("print_config", True))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -103,7 +106,18 @@ def _train(cfg: DictConfig, output_dir: Path, run_info: RunInfo) -> tuple[dict[s
 
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    threads = None
+    if isinstance(trainer.accelerator, CPUAccelerator):  # torch's threads on shared cores (utils/cpu_threads.py)
+        threads = choose_cpu_threads(cfg.get("cpu_threads"), ranks_per_node=trainer.num_devices)
+        if threads is not None:
+            log.info("torch CPU threads per rank: %d (%s)", threads.threads, threads.reason)
+            run_info.update(cpu_threads=threads.threads, cpu_threads_reason=threads.reason)
+    with cpu_threads_applied(threads):
+        return _fit_and_test(cfg, trainer, model, datamodule, output_dir, run_info)
 
+
+def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule,
+                  output_dir: Path, run_info: RunInfo) -> tuple[dict[str, float], dict[str, Any]]:  # fmt: skip
     metrics: dict[str, float] = {}
     no_validation: str | None = None
     try:
