@@ -22,15 +22,15 @@ def main(cfg: DictConfig) -> None:
     require_options(cfg, {"out_dir": "folder for data, checkpoints and samples"}, "cxr_ldm.demo")
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    start, timings = time.perf_counter(), {}
     if cfg.get("model"):
         model, trained = str(Path(str(cfg.model)).expanduser()), None
     else:
-        aekl = train_stage("aekl", "aekl_phantom", out, cfg, list(cfg.aekl_overrides))
-        ldm = train_stage("ldm", "ldm_phantom", out, cfg, [f"model.autoencoder_ckpt={aekl}", *cfg.ldm_overrides])
+        aekl = train_stage("aekl", "aekl_phantom", out, cfg, list(cfg.aekl_overrides), timings)
+        ldm = train_stage("ldm", "ldm_phantom", out, cfg, [f"model.autoencoder_ckpt={aekl}", *cfg.ldm_overrides], timings)
         model, trained = str(ldm), (aekl, ldm)
-    sample_prompts(model, cfg, out / "samples")
-    print(summary(out, model, trained, (time.perf_counter() - start) / 60))
+    sample_prompts(model, cfg, out / "samples", timings)
+    print(summary(out, model, trained, (time.perf_counter() - start) / 60, timings))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import torch
 from helpers import run_module
@@ -30,6 +31,11 @@ def test_demo_end_to_end_and_resume(tmp_path):
     model = LatentDiffusionModule.load_from_checkpoint(out / "ldm.ckpt", map_location="cpu")
     assert tuple(model.latent_shape)[-1] == 8 and torch.isfinite(model.scale_factor)
     assert "demo finished" in proc.stdout
+    times = re.search(r"time per step: +train aekl ([\d.]+) min .*, train ldm ([\d.]+) min, sample ([\d.]+) min",
+                      proc.stdout)  # fmt: skip
+    total = float(re.search(r"demo finished in ([\d.]+) min", proc.stdout).group(1))
+    assert times, proc.stdout[-2000:]
+    assert abs(sum(float(t) for t in times.groups()) - total) <= 0.1 + 0.05 * total  # the steps make up the whole
     # the terminal shows what matters: none of the libraries' lines a user cannot act on
     terminal = proc.stdout + proc.stderr
     for noise in ("💡 Tip", "alembic", "prepend your python command with `srun`", "module(s) in eval mode",
@@ -39,6 +45,7 @@ def test_demo_end_to_end_and_resume(tmp_path):
     again = run_module("cxr_ldm.demo", *args, cwd=tmp_path)
     assert again.returncode == 0
     assert "aekl: " in again.stdout and "exists, skipped" in again.stdout
+    assert "train aekl skipped (its result was there), train ldm skipped (its result was there), sample" in again.stdout
 
     # model=: the demo samples its prompts from a given model and trains nothing
     other = tmp_path / "other"
