@@ -71,6 +71,7 @@ def test_the_wheel_holds_every_config(installed):
     assert len(configs) > 50
     for config in configs:
         assert f"cxr_ldm/conf/{config.relative_to(CONF_DIR)}" in names, config
+    assert "cxr_ldm/metrics/report_rules.yaml" in names  # the report labeler's data
 
 
 def test_pyproject_names_every_package_of_the_tree():

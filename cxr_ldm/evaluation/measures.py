@@ -321,7 +321,7 @@ def _generated_labels(ctx: Context) -> tuple[pd.DataFrame, str]:
         )
     excerpts = report_excerpts(texts, seed=ctx.seed)
     how = (f"prompt text matched to the report excerpts of {texts.name} (seed {ctx.seed}), CheXGenBench's rule; "
-           "prompts matching none have no labels")  # fmt: skip
+           "prompts matching none are labelled from their text by the report labeler")  # fmt: skip
     return labels_from_prompts(fake.prompts, excerpts, texts.chexpert), how
 
 

@@ -4,7 +4,8 @@ Selection, as CheXGenBench's conditional analysis (``--experiment_type condition
 images of the test studies labelled positive (``1.0``; uncertain ``-1.0`` and blank are not positive), and
 the generated images whose prompt was written from such a study. The runner gives, per generated image, the
 CheXpert labels of the study its prompt came from (:func:`labels_of_sources` when it knows each prompt's
-source row, :func:`labels_from_prompts` when it only has the prompt texts, CheXGenBench's matching).
+source row, :func:`labels_from_prompts` when it only has the prompt texts, CheXGenBench's matching; a prompt
+that matches no study is read by the project's report labeler, :func:`chexpert_from_text`).
 
 Per label:
 
@@ -78,11 +79,55 @@ def labels_of_sources(source_labels: pd.DataFrame, sources: Sequence[int] | np.n
     return pd.DataFrame(out, columns=cols)
 
 
+# the report labeler's columns behind each CheXpert label (sided columns: either side); No Finding is derived
+_TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "Atelectasis": ("atelectasis",), "Cardiomegaly": ("cardiomegaly",),
+    "Consolidation": ("consolidation_left", "consolidation_right"), "Edema": ("edema",),
+    "Enlarged Cardiomediastinum": ("enlarged_cardiomediastinum",), "Fracture": ("fracture",),
+    "Lung Lesion": ("nodule",), "Lung Opacity": ("lung_opacity",),
+    "Pleural Effusion": ("pleural_effusion_left", "pleural_effusion_right"), "Pleural Other": ("pleural_other",),
+    "Pneumonia": ("pneumonia",), "Pneumothorax": ("pneumothorax_left", "pneumothorax_right"),
+    "Support Devices": ("support_devices",),
+}  # fmt: skip
+
+
+def chexpert_from_text(text: str) -> dict[str, float]:
+    """CheXpert labels (1 / 0 / -1; a label the text does not name is left out) of a report text or prompt,
+    read by the project's report labeler (:mod:`cxr_ldm.metrics.report_labels`). A sided label is positive
+    if either side is, uncertain if either is, absent only if both are named absent. No Finding is 1 when
+    the text names findings and none but support devices is positive or uncertain (CheXpert's rule)."""
+    from cxr_ldm.metrics.report_labels import read_findings
+
+    named = read_findings(text)
+    out: dict[str, float] = {}
+    for label, columns in _TEXT_COLUMNS.items():
+        values = [named.get(c) for c in columns]
+        if 1 in values:
+            out[label] = 1.0
+        elif -1 in values:
+            out[label] = -1.0
+        elif values and all(v == 0 for v in values):
+            out[label] = 0.0
+    if named and not any(out.get(label) in (1.0, -1.0) for label in _TEXT_COLUMNS if label != "Support Devices"):
+        out["No Finding"] = 1.0
+    return out
+
+
+def labels_from_text(prompts: Sequence[str]) -> pd.DataFrame:
+    """Labels per prompt read from its text (:func:`chexpert_from_text`), blank where it names nothing."""
+    out = pd.DataFrame(np.nan, index=range(len(prompts)), columns=list(LABEL_COLUMNS.values()))
+    for k, prompt in enumerate(prompts):
+        for label, value in chexpert_from_text(str(prompt)).items():
+            out.iat[k, out.columns.get_loc(LABEL_COLUMNS[label])] = value
+    return out
+
+
 def labels_from_prompts(
     generated_prompts: Sequence[str], real_prompts: Sequence[str], real_labels: pd.DataFrame
 ) -> pd.DataFrame:
     """Labels per generated image by prompt text (CheXGenBench's ``isin`` rule): positive for a label if any
-    real study with the identical prompt is positive, else negative if any is negative, else blank."""
+    real study with the identical prompt is positive, else negative if any is negative, else blank. A prompt
+    that no real study has (one typed by hand) is labelled from its text by the report labeler."""
     base = _label_matrix(real_labels, "the real labels")
     if len(real_prompts) != len(base):
         raise ValueError(f"{len(real_prompts)} real prompts but {len(base)} label rows")
@@ -94,6 +139,9 @@ def labels_from_prompts(
         if p in rows:
             block = base[rows[p]]
             out[k] = np.where((block == 1).any(0), 1.0, np.where((block == 0).any(0), 0.0, np.nan))
+    unmatched = [k for k, p in enumerate(generated_prompts) if p not in rows]
+    if unmatched:
+        out[unmatched] = labels_from_text([generated_prompts[k] for k in unmatched]).to_numpy(dtype=float)
     return pd.DataFrame(out, columns=list(LABEL_COLUMNS.values()))
 
 

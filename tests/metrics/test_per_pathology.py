@@ -104,7 +104,20 @@ def test_labels_from_prompts_follow_chexgenbench_matching():
     assert got[label_column("Edema")].tolist()[:2] == [1.0, 0.0]  # "a": one positive study -> positive
     fracture = got[label_column("Fracture")].tolist()
     assert np.isnan(fracture[0]) and fracture[1] == 0.0  # "a": blank and uncertain -> unknown; "b": negative
-    assert got.iloc[2].isna().all()  # a prompt no real study has
+    assert got.iloc[2].isna().all()  # a prompt no real study has, naming no finding
+
+
+def test_prompts_no_study_has_are_labelled_from_their_text():
+    cols = [label_column(lab) for lab in CHEXPERT_LABELS]
+    real = pd.DataFrame(np.nan, index=range(1), columns=cols)
+    typed = ["Small right pleural effusion. No pneumothorax. Possible left basilar pneumonia.",
+             "No acute cardiopulmonary process.", "No pneumonia, effusions, edema, pneumothorax, nodules or masses."]
+    got = labels_from_prompts(typed, ["a"], real)
+    first = {lab: got[label_column(lab)][0] for lab in CHEXPERT_LABELS if got[label_column(lab)][0] == got[label_column(lab)][0]}
+    assert first == {"Pleural Effusion": 1.0, "Pneumothorax": 0.0, "Pneumonia": -1.0}
+    assert got[label_column("No Finding")][1] == 1.0 and got[label_column("Cardiomegaly")][1] == 0.0
+    assert got[label_column("Lung Lesion")][2] == 0.0 and got[label_column("No Finding")][2] == 1.0
+    assert np.isnan(got[label_column("Support Devices")][1])  # not named
 
 
 def test_missing_columns_name_the_fix():
