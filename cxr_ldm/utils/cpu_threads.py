@@ -5,8 +5,10 @@ busy, its threads and ours take turns and every parallel region waits for the th
 demo's stage-2 step at 2 threads beside one busy process on 2 cores is slower than at 1 thread
 (benchmarks/cpu_threads.py, figures in docs/benchmarks.md; a demo under heavier sharing once ran 50x slower). So
 ``auto`` counts the cores this process may run on (``os.sched_getaffinity``: a SLURM allocation, ``taskset``,
-a container's cpuset) less those the rest of the machine keeps busy (the 1-minute load average), and splits
-them over the ranks of this node. ``OMP_NUM_THREADS``, when the user set it, wins over ``auto``.
+a container's cpuset) less those other processes keep busy now, and splits them over the ranks of this node.
+"Now" is the busy time of those cores in ``/proc/stat`` over half a second, less this process's own: the load
+average lags by minutes and counts work that just ended (the demo's previous step made its stage 2 pick one
+thread on an idle machine). ``OMP_NUM_THREADS``, when the user set it, wins over ``auto``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 OPTION = "cpu_threads"
@@ -36,12 +40,52 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def busy_cores() -> float:
-    """Cores the machine keeps busy, by the 1-minute load average (0 where the platform has none)."""
+def _core_jiffies(cores: set[int]) -> tuple[int, int] | None:
+    """(busy, total) clock ticks of ``cores`` since boot, from ``/proc/stat``; None where it cannot be read."""
     try:
-        return max(0.0, os.getloadavg()[0])
-    except (AttributeError, OSError):
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    busy = total = 0
+    for line in lines:
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cores:
+            continue
+        ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+        total += sum(ticks)
+        busy += sum(ticks) - ticks[3] - ticks[4]
+    return (busy, total) if total else None
+
+
+def busy_cores(interval_s: float = 0.5) -> float:
+    """Cores of this process's affinity that other processes keep busy, measured over ``interval_s``: their
+    busy share in ``/proc/stat`` less this process's own CPU time; the 1-minute load average (capped at the
+    usable cores) where ``/proc/stat`` is missing, 0 where neither is."""
+    cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    before, own_before, start = _core_jiffies(cores), _own_cpu_s(), time.monotonic()
+    if before is None:
+        try:
+            return min(float(len(cores)), max(0.0, os.getloadavg()[0]))
+        except (AttributeError, OSError):
+            return 0.0
+    time.sleep(interval_s)
+    after, own_after, elapsed = _core_jiffies(cores), _own_cpu_s(), time.monotonic() - start
+    if after is None or after[1] <= before[1]:
         return 0.0
+    return others_busy(before, after, own_after - own_before, elapsed, len(cores))
+
+
+def others_busy(before: tuple[int, int], after: tuple[int, int], own_cpu_s: float, elapsed_s: float,
+                n_cores: int) -> float:  # fmt: skip
+    """Cores busy with other processes' work between two ``(busy, total)`` tick readings of ``n_cores`` cores,
+    when this process used ``own_cpu_s`` of CPU time in the ``elapsed_s`` between them."""
+    share = (after[0] - before[0]) / (after[1] - before[1])  # busy fraction of those cores
+    return max(0.0, share * n_cores - own_cpu_s / max(elapsed_s, 1e-6))
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 def parse_cpu_threads(setting: Any) -> int | str | None:
@@ -58,7 +102,8 @@ def choose_cpu_threads(setting: Any, ranks_per_node: int = 1, cores: int | None 
     """Threads for each rank: ``None`` (torch's own default) for ``cpu_threads=null``, the number given, or
     ``auto``: the free cores of this node's affinity, split over its ranks, at least 1.
 
-    A core counts as busy from a load of 0.5 on (0.4 -> none busy, 1.5 -> 2); one core always counts as free.
+    ``load``: cores busy with other work (default: measured, :func:`busy_cores`). A core counts as busy from
+    0.5 on (0.4 -> none busy, 1.5 -> 2); one core always counts as free.
     """
     setting = parse_cpu_threads(setting)
     if setting is None:
@@ -74,7 +119,7 @@ def choose_cpu_threads(setting: Any, ranks_per_node: int = 1, cores: int | None 
     load = busy_cores() if load is None else load
     busy = min(cores - 1, math.floor(load + 0.5))
     threads = max(1, (cores - busy) // ranks)
-    return ThreadChoice(threads, f"{OPTION}=auto: {cores} usable cores, load {load:.2f} ({busy} busy), {ranks} rank(s)")
+    return ThreadChoice(threads, f"{OPTION}=auto: {cores} usable cores, other work on {load:.2f} ({busy} busy), {ranks} rank(s)")
 
 
 @contextlib.contextmanager

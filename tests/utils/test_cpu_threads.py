@@ -12,7 +12,13 @@ import pytest
 import torch
 from helpers import run_module
 
-from cxr_ldm.utils.cpu_threads import choose_cpu_threads, cpu_threads_applied, parse_cpu_threads, usable_cores
+from cxr_ldm.utils.cpu_threads import (
+    choose_cpu_threads,
+    cpu_threads_applied,
+    others_busy,
+    parse_cpu_threads,
+    usable_cores,
+)
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -32,7 +38,7 @@ TESTS = Path(__file__).resolve().parents[1]
 def test_auto_counts_the_free_cores_and_splits_them_over_the_ranks(cores, load, ranks, expected):
     choice = choose_cpu_threads("auto", ranks_per_node=ranks, cores=cores, load=load, environ={})
     assert choice.threads == expected
-    assert f"{cores} usable cores" in choice.reason and f"load {load:.2f}" in choice.reason
+    assert f"{cores} usable cores" in choice.reason and f"other work on {load:.2f}" in choice.reason
 
 
 def test_a_number_wins_then_omp_num_threads_then_auto():
@@ -56,6 +62,27 @@ def test_the_usable_cores_follow_the_process_affinity():
             "print(usable_cores(), choose_cpu_threads('auto', load=0.0, environ={}).threads)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["1", "1"]
+
+
+def test_other_work_is_the_busy_ticks_less_this_process():
+    # 2 cores, 100 ticks each over 1 s: 150 busy ticks = 1.5 cores busy, 0.5 s of them ours -> 1.0 core of others
+    assert others_busy((1000, 5000), (1150, 5200), own_cpu_s=0.5, elapsed_s=1.0, n_cores=2) == pytest.approx(1.0)
+    assert others_busy((0, 0), (20, 200), own_cpu_s=0.0, elapsed_s=1.0, n_cores=2) == pytest.approx(0.2)
+    assert others_busy((0, 0), (100, 200), own_cpu_s=1.2, elapsed_s=1.0, n_cores=2) == 0.0  # never below 0
+
+
+def test_a_busy_process_on_the_same_core_is_measured():
+    """Real processes: pinned to one core beside a process that spins there, that core counts as busy."""
+    code = ("import os, subprocess, sys, time\n"
+            "core = sorted(os.sched_getaffinity(0))[0]\n"
+            "os.sched_setaffinity(0, {core})\n"
+            "spin = subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
+            "time.sleep(1.0)\n"
+            "from cxr_ldm.utils.cpu_threads import busy_cores\n"
+            "print(busy_cores(0.5))\n"
+            "spin.kill()\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert float(out.stdout) >= 0.8
 
 
 def test_the_choice_holds_for_the_run_and_is_put_back():
