@@ -187,3 +187,41 @@ def test_the_readme_layout_matches_the_tree():
                 assert (PACKAGE / package / name).is_file(), f"README names {package}/{name}, which is not there"
     commands = {f"{name}.py" for name, path in entry_point_modules().items() if path.parent == PACKAGE}
     assert commands <= named[""], f"README's commands line misses {sorted(commands - named[''])}"
+
+
+def module_cycles(package: Path) -> list[list[str]]:
+    """Import cycles between the package's modules (every import counts, ``TYPE_CHECKING`` ones included: a
+    cycle there is two modules that each need the other, whatever the interpreter makes of it)."""
+    files = {module_name(p, package): p for p in package.rglob("*.py")}
+    graph = {m: sorted({t for _, t in imported_modules(p, package) if t in files and t != m}) for m, p in files.items()}
+    cycles, state, stack = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == "open":
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    assert module_cycles(PACKAGE) == []
+
+
+def test_the_cycle_check_sees_a_type_checking_import(tmp_path):
+    root = tmp_path / "cxr_ldm"
+    (root / "data").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "data" / "__init__.py").write_text("")
+    (root / "data" / "a.py").write_text("from cxr_ldm.data.b import g\n")
+    (root / "data" / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from cxr_ldm.data.a import f\n")
+    assert module_cycles(root) == [["cxr_ldm.data.a", "cxr_ldm.data.b", "cxr_ldm.data.a"]]

@@ -8,31 +8,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import RandomAffine, RandomHorizontalFlip
-from torchvision.transforms.v2 import functional as F
 
 from cxr_ldm.data.excerpts import ExcerptSampler
+from cxr_ldm.data.image_files import load_image
 from cxr_ldm.data.tokenization import CONTEXT_LENGTH, tokenize, warm_up
 
-if TYPE_CHECKING:
-    from cxr_ldm.data.latent_cache import LatentStore
 
+class LatentRows(Protocol):
+    """What the dataset needs of a latent cache (``cxr_ldm.data.latent_cache.LatentStore`` is one)."""
 
-def load_image(path: str | Path, image_size: int) -> torch.Tensor:
-    """``[1, image_size, image_size]`` float in 0..1: shorter side resized (antialiased), then center crop."""
-    with Image.open(path) as im:
-        array = np.asarray(im.convert("L"), dtype=np.uint8)
-    image = torch.from_numpy(array.copy()).unsqueeze(0)
-    image = F.resize(image, image_size, antialias=True)
-    image = F.center_crop(image, [image_size, image_size])
-    return image.float().div_(255.0)
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class PreparedSplit(Dataset):
@@ -72,7 +64,7 @@ class PreparedSplit(Dataset):
         self.seed = seed
         self.context_length = context_length
         self.augment = _build_augment(augment or {})
-        self.latents: LatentStore | None = None  # set by the DataModule when data.latent_cache=true
+        self.latents: LatentRows | None = None  # set by the DataModule when data.latent_cache=true
         self.keep_images = False
         warm_up(context_length)  # load tokenizer and image plugins before workers fork
         Image.preinit()
@@ -91,7 +83,9 @@ class PreparedSplit(Dataset):
             if self.augment is not None:
                 image = self.augment(image)
             item["image"] = image
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index) if self.deterministic else None
+        generator = (
+            torch.Generator().manual_seed(self.seed * 1_000_003 + index) if self.deterministic else None
+        )
         text = self.excerpt(self.sentences[index], generator=generator)
         item.update(tokens=tokenize(text, self.context_length)[0], text=text, dicom_id=row["dicom_id"])
         return item

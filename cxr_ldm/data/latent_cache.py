@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from cxr_ldm.data.dataset import load_image
+from cxr_ldm.data.image_files import load_image
 from cxr_ldm.utils.atomic import atomic_write, atomic_write_text
 from cxr_ldm.utils.hashing import state_dict_sha256
 

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from cxr_ldm.data.dataset import load_image
 from cxr_ldm.data.excerpts import ExcerptSampler
+from cxr_ldm.data.image_files import load_image
 from cxr_ldm.data.mimic import image_relpath
 from cxr_ldm.phantom.schema import FINDING_COLUMNS, GROUND_TRUTH_FILE
 from cxr_ldm.phantom.studies import load_ground_truth
