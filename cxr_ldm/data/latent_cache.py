@@ -12,7 +12,7 @@ Layout, beside the prepared data unless ``cache_dir`` says otherwise::
 ``key`` hashes the autoencoder's weights and architecture, the image size, the shard size and the bytes of
 ``<split>.csv``: a changed autoencoder, image size or data set gets a new folder and never reads a stale cache.
 Shards are written to a temporary file and renamed, so a killed build leaves only whole shards; the next build
-encodes the missing ones. DDP ranks split the shards (shard ``i`` goes to rank ``i % world_size``); a rank
+encodes the missing ones and removes the dead build's temporary files. DDP ranks split the shards (shard ``i`` goes to rank ``i % world_size``); a rank
 that, after the barrier, still misses shards (node-local storage) encodes them itself.
 
 fp16 storage: ``|z_cached - z_online| <= 2**-11 * (|mu| + |sigma * eps|) + 6e-8 * |eps|`` (half-ulp rounding,
@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from cxr_ldm.data.image_files import load_image
-from cxr_ldm.utils.atomic import atomic_write, atomic_write_text
+from cxr_ldm.utils.atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from cxr_ldm.utils.hashing import state_dict_sha256
 
 log = logging.getLogger(__name__)
@@ -279,6 +279,9 @@ def ensure_latent_cache(
             autoencoder.train(was_training)
         log.info("latent cache: rank %d of %d encoded %d shard(s) of %s", rank, world_size, built, cache.folder.name)
     if rank == 0:
+        # every shard is there now: the temporary files left are those of killed builds (a live process's,
+        # another rank's on this node, are kept)
+        remove_stale_temporaries(cache.folder)
         cache.write_meta(
             {
                 "version": CACHE_VERSION,

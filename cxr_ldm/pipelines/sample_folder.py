@@ -1,9 +1,9 @@
 """A folder of generated images and its ``samples.json``: the one writer and the one reader of that file.
 
 Images are written as 8-bit PNGs first (memory stays bounded whatever the count, every measure reads the pixels
-a person looks at) and each file appears complete or not at all (temp file + rename). A re-run with the same
-model, prompts, seeds and settings keeps the images already there and only makes the missing ones; other settings
-discard them. Image ``k`` always uses its own seed, so it does not depend on which images were already done.
+a person looks at) and each file appears complete or not at all (temp file + rename; the next run removes the
+temporary files of a killed one). A re-run with the same model, prompts, seeds and settings keeps the images
+already there and only makes the missing ones; other settings discard them. Image ``k`` always uses its own seed, so it does not depend on which images were already done.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cxr_ldm.pipelines.settings import SamplingSettings
-from cxr_ldm.utils.atomic import atomic_write, atomic_write_text
+from cxr_ldm.utils.atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from cxr_ldm.utils.hashing import json_digest
 from cxr_ldm.utils.images import save_png
 
@@ -52,6 +52,7 @@ def sample_to_folder(
     names = list(names) if names is not None else default_names(len(prompts))
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # half-written files of a killed run (never read: they have no final name)
     used = settings.resolved(pipe)
     fingerprint = {"model": model, **used, "prompts_sha256": json_digest(prompts), "seeds_sha256": json_digest(seeds)}
     if Path(model).is_file():

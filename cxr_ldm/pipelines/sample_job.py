@@ -1,5 +1,6 @@
 """The sample command's work: options checked and the model loaded before anything is written, then the images,
-one grid per prompt, ``prompt_grid.png`` (each prompt's images captioned) and ``samples.json``.
+one grid per prompt, ``prompt_grid.png`` (each prompt's images captioned) and ``samples.json``; every file is
+complete or absent (temp file + rename), and a re-run of a killed command makes only the missing images.
 
 Image ``k`` over all prompts uses ``sampling.seed + k``, so any image can be regenerated alone.
 """
@@ -21,6 +22,7 @@ from cxr_ldm.pipelines.pipeline import CXRLDMPipeline
 from cxr_ldm.pipelines.prompts import collect_prompts
 from cxr_ldm.pipelines.sample_folder import sample_to_folder
 from cxr_ldm.pipelines.settings import SamplingSettings
+from cxr_ldm.utils.atomic import atomic_write
 from cxr_ldm.utils.devices import resolve_device
 from cxr_ldm.utils.figures import captioned_panels
 from cxr_ldm.utils.images import image_grid, save_png
@@ -79,11 +81,13 @@ def sample_as_configured(cfg: DictConfig) -> dict[str, Any]:
         progress=bool(cfg.progress), extra={"grids": grids, "overview": "prompt_grid.png"},
     )  # fmt: skip
     images = _read_images(out_dir, names)
-    for i, grid in enumerate(grids):
-        save_png(image_grid(images[i * n : (i + 1) * n], nrow=n), out_dir / grid["file"])
+    for i, grid in enumerate(grids):  # each file complete or absent, as the images (temp file + rename)
+        pixels = image_grid(images[i * n : (i + 1) * n], nrow=n)
+        atomic_write(out_dir / grid["file"], lambda f, pixels=pixels: save_png(pixels, f), "image grid", durable=False)
     # one picture to look at: each prompt's images (two per row) with the prompt written underneath
     per_row = 2 if n > 1 else 1
     panels = [image_grid(images[i * n : (i + 1) * n], nrow=per_row, pad_value=1.0) for i in range(len(prompts))]
-    captioned_panels(panels, prompts, panel_size=224, chars_per_line=30).save(out_dir / "prompt_grid.png")
+    overview = captioned_panels(panels, prompts, panel_size=224, chars_per_line=30)
+    atomic_write(out_dir / "prompt_grid.png", lambda f: overview.save(f, format="PNG"), "prompt grid", durable=False)
     log.info("wrote %d images and %d grids to %s", len(names), len(grids), out_dir)
     return manifest
