@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -39,8 +40,11 @@ def run_command(func: Callable[[DictConfig], Any], cfg: DictConfig, user_errors:
     """Run a command; a user error (wrong option, path, file) ends it with one line on stderr and exit status 1.
 
     ``CXR_LDM_TRACEBACK=1`` shows the traceback instead (for bug reports). ``SystemExit`` is not an ``Exception``,
-    so Hydra lets it through untouched.
+    so Hydra lets it through untouched. A log record that cannot be written (the run's log file on a full disk)
+    is dropped instead of printing logging's traceback for each one above that line (``logging.raiseExceptions``,
+    Python's switch for that), unless ``CXR_LDM_TRACEBACK`` is set.
     """
+    logging.raiseExceptions = bool(os.environ.get(TRACEBACK))
     try:
         return func(cfg)
     except user_errors as err:
