@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
-from cxr_ldm.data.dataset import PreparedSplit
+from cxr_ldm.data.dataset import EpochSampler, PreparedSplit
 from cxr_ldm.data.excerpts import ExcerptSampler
 from cxr_ldm.data.latent_cache import SHARD_SIZE, LatentStore, ensure_latent_cache
 from cxr_ldm.data.tokenization import CONTEXT_LENGTH
@@ -141,20 +143,34 @@ class CXRDataModule(LightningDataModule):
         )
 
     def _loader(self, name: str, train: bool) -> DataLoader:
-        workers = self.hparams.num_workers
         split = self._split(name, train)
         if self.hparams.latent_cache and split.latents is None:
             split.latents = self._latents(name)
             split.keep_images = not train
-        return DataLoader(
+        loader = StatefulDataLoader if train else DataLoader  # the training position goes into checkpoints
+        sampler = self._train_sampler(split) if train else None
+        workers = self.hparams.num_workers
+        return loader(
             split,
             batch_size=self.hparams.batch_size if train else (self.hparams.eval_batch_size or self.hparams.batch_size),
-            shuffle=train,
+            sampler=sampler,
             drop_last=train and self.hparams.drop_last,
             num_workers=workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=self.hparams.persistent_workers and workers > 0,
         )
+
+    def _train_sampler(self, split: PreparedSplit) -> EpochSampler:
+        """The training order (``data/dataset.py::EpochSampler``), under DDP one rank's share as Lightning would
+        inject it. It starts at the epoch of the run's next batch: Lightning builds a resumed run's first
+        iterator before it sets the sampler's epoch, so the order would otherwise be epoch 0's."""
+        trainer = self.trainer
+        kwargs: dict[str, Any] = {"num_replicas": 1, "rank": 0}
+        if trainer is not None and trainer.world_size > 1 and trainer._accelerator_connector.use_distributed_sampler:
+            kwargs = dict(trainer.distributed_sampler_kwargs or kwargs)
+        sampler = EpochSampler(split, shuffle=True, seed=int(os.getenv("PL_GLOBAL_SEED", 0)), **kwargs)
+        sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0)
+        return sampler
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

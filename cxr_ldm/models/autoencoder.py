@@ -16,7 +16,7 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 from cxr_ldm.models.losses import adversarial_factor, kl_divergence, least_squares_adversarial_loss
 from cxr_ldm.models.ms_ssim import ms_ssim_settings
 from cxr_ldm.models.perceptual import build_perceptual_loss
-from cxr_ldm.models.rng_hooks import ResumableRNGHooks
+from cxr_ldm.models.resume_hooks import ResumableFitHooks, epoch_mean
 from cxr_ldm.models.speed import Speed, apply_speed, fused_factory, resolve_speed
 from cxr_ldm.utils.distributed import require_unused_parameter_detection
 from cxr_ldm.utils.plain import to_plain
@@ -28,7 +28,7 @@ def _no_closure() -> None:
     return None
 
 
-class AutoencoderKLModule(ResumableRNGHooks, LightningModule):
+class AutoencoderKLModule(ResumableFitHooks, LightningModule):
     """AutoencoderKL + PatchDiscriminator with manual (GAN) optimization.
 
     Generator loss: ``l1_weight * L1 + kl_weight * KL + perceptual_weight * LPIPS + adv_weight * LSGAN``; the
@@ -116,6 +116,7 @@ class AutoencoderKLModule(ResumableRNGHooks, LightningModule):
         self._optimizer_d = optimizer_d or partial(Adam, lr=1e-4)
         # not an nn.Module attribute on purpose (see class docstring); built by setup("fit")
         self._perceptual: torch.nn.Module | None = None
+        self.train_epoch_means = torch.nn.ModuleDict({"l1": epoch_mean()})  # continued by a mid-epoch resume
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -153,7 +154,8 @@ class AutoencoderKLModule(ResumableRNGHooks, LightningModule):
                 optimizer, gradient_clip_val=self.hparams.grad_clip_norm, gradient_clip_algorithm="norm"
             )
 
-    # checkpoints: every rank's RNG states in, each rank's own back when fitting resumes (ResumableRNGHooks)
+    # checkpoints: every rank's RNG states, loader position and epoch means in, each rank's own back when
+    # fitting resumes (ResumableFitHooks)
 
     # --------------------------------------------------------------- training
     def adversarial_factor(self) -> float:
@@ -218,14 +220,8 @@ class AutoencoderKLModule(ResumableRNGHooks, LightningModule):
             on_epoch=False,
             batch_size=images.shape[0],
         )
-        self.log(
-            "train/l1_epoch",
-            l1.detach(),
-            on_step=False,
-            on_epoch=True,
-            sync_dist=True,
-            batch_size=len(images),
-        )
+        self.train_epoch_means["l1"].update(l1.detach(), len(images))
+        self.log("train/l1_epoch", self.train_epoch_means["l1"], on_step=False, on_epoch=True)  # all ranks' mean
         return loss_g.detach()
 
     # ------------------------------------------------------------- evaluation

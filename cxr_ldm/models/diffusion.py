@@ -34,7 +34,7 @@ from cxr_ldm.data.tokenization import tokenize
 from cxr_ldm.models.components import SCHEDULE_KEYS, LDMComponents
 from cxr_ldm.models.ema import EMA
 from cxr_ldm.models.loading import read_components
-from cxr_ldm.models.rng_hooks import ResumableRNGHooks
+from cxr_ldm.models.resume_hooks import ResumableFitHooks, epoch_mean
 from cxr_ldm.models.speed import Speed, apply_speed, fused_factory, resolve_speed
 from cxr_ldm.models.text_encoder import build_text_encoder
 from cxr_ldm.utils.checkpoints import check_autoencoder_checkpoint
@@ -72,7 +72,7 @@ def read_autoencoder_checkpoint(
     return to_plain(ckpt["hyper_parameters"]["autoencoder"]), state
 
 
-class LatentDiffusionModule(ResumableRNGHooks, LightningModule):
+class LatentDiffusionModule(ResumableFitHooks, LightningModule):
     """Text-to-latent diffusion with a frozen AE-KL and a frozen OpenCLIP text encoder.
 
     Args:
@@ -173,6 +173,7 @@ class LatentDiffusionModule(ResumableRNGHooks, LightningModule):
         if image_size is not None:
             self.latent_shape_buffer.copy_(torch.tensor(self._latent_shape_for(image_size)))
         self._latent_shape_checked = False
+        self.train_epoch_means = torch.nn.ModuleDict({"loss": epoch_mean()})  # continued by a mid-epoch resume
         resolve_speed(speed, compile, torch.device("cpu"))  # a bad switch fails here, not when fitting starts
         self._speed: Speed | None = None
 
@@ -375,7 +376,8 @@ class LatentDiffusionModule(ResumableRNGHooks, LightningModule):
         )
         loss = self.diffusion_loss(latents, context, noise, timesteps)
         batch_size = latents.shape[0]
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.train_epoch_means["loss"](loss.detach(), batch_size)  # the step's value, and the epoch's mean
+        self.log("train/loss", self.train_epoch_means["loss"], prog_bar=True, on_step=True, on_epoch=True)
         if self.auto_scale:
             self.log(
                 "train/scale_factor", self.scale_factor, on_step=True, on_epoch=False, batch_size=batch_size
@@ -423,11 +425,12 @@ class LatentDiffusionModule(ResumableRNGHooks, LightningModule):
     # ------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Pretrained text-encoder weights stay in their own file (never saved twice); every rank's RNG states
-        go in, so that a resumed run draws each rank's own noise and timesteps (utils/rng.py)."""
+        go in, so that a resumed run draws each rank's own noise and timesteps (utils/rng.py), with the loader
+        position and epoch means (models/resume_hooks.py)."""
         if not self.text_encoder.persist_weights:
             for key in [k for k in checkpoint["state_dict"] if k.startswith("text_encoder.")]:
                 del checkpoint["state_dict"][key]
-        super().on_save_checkpoint(checkpoint)  # the RNG states; restored by ResumableRNGHooks' other hooks
+        super().on_save_checkpoint(checkpoint)  # the per-rank states; restored by ResumableFitHooks' other hooks
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Accept checkpoints without the (file-loaded) pretrained text-encoder weights."""

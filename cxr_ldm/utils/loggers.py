@@ -3,7 +3,7 @@
 * :class:`ResumableCSVLogger`: Lightning's ``CSVLogger`` deletes ``metrics.csv`` when its folder is not empty,
   so ``ckpt_path=last`` lost the rows of every earlier epoch. This one keeps the file; at its first write after
   a resume it drops only the rows the killed run wrote after its checkpoint (steps the resumed run logs
-  again), and every rewrite is atomic.
+  again); the rows logged before a checkpoint are written with it; every rewrite is atomic.
 * :func:`build_wandb_logger`: the run id is derived from the run folder and ``resume="allow"``, so a requeued or
   resumed job continues its wandb run instead of starting a new one; offline when no API key is configured.
 """
@@ -157,5 +157,11 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = ResumableExperimentWriter(log_dir=self.log_dir)
         return self._experiment
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """Write the buffered rows with every checkpoint: a run killed later resumes with all rows up to its
+        checkpoint's step (Lightning writes them only every ``flush_logs_every_n_steps`` steps)."""
+        if self._experiment is not None:
+            self.save()
 
 

@@ -1,11 +1,8 @@
 """Every rank's RNG states in the checkpoint, and each rank's own back on resume.
 
-Lightning builds the checkpoint dict on every rank (``on_save_checkpoint`` runs everywhere) but only rank
-zero writes it, so RNG states put there by each rank are rank zero's in the file, and after a requeue every
-rank would draw rank zero's noise. :func:`checkpoint_rng_states` gathers all ranks' states into the dict
-(``{"world_size": W, "ranks": [states of rank 0, ..., rank W-1]}``; a collective, as the save itself), and
-:func:`restore_checkpoint_rng_states` gives rank ``r`` entry ``r``. The states are tensors and primitives,
-so checkpoints still load with ``torch.load(weights_only=True)``.
+Only rank zero writes the checkpoint, so RNG states put there by each rank would be rank zero's in the file and
+after a requeue every rank would draw rank zero's noise: :func:`checkpoint_rng_states` gathers all ranks'
+states (``utils/rank_states.py``) and :func:`restore_checkpoint_rng_states` gives rank ``r`` entry ``r``.
 
 Checkpoints written before this format (one rank's states, no ``"ranks"``) restore those states on every
 rank, as they always did, with a warning under DDP.
@@ -20,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from cxr_ldm.utils.rank_states import gather_rank_values, own_rank_value, rank_and_world_size
 
 log = logging.getLogger(__name__)
 
@@ -51,51 +50,34 @@ def restore_rng_states(states: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
 
 
-def _world(trainer: Any) -> tuple[int, int]:
-    if trainer is None:
-        return 0, 1
-    return int(getattr(trainer, "global_rank", 0)), int(getattr(trainer, "world_size", 1))
-
-
 def checkpoint_rng_states(trainer: Any = None) -> dict[str, Any]:
     """All ranks' RNG states, for the checkpoint dict. Under DDP a collective: every rank must call it
     (they do: Lightning builds the checkpoint on every rank)."""
-    states = collect_rng_states()
-    _, world_size = _world(trainer)
     where = {
         "global_step": int(getattr(trainer, "global_step", 0)),
-        "epoch_end": _draws_a_new_iterator_before_its_next_batch(trainer),  # see resume_rng_states
+        "epoch_end": epoch_has_ended(trainer),  # see resume_rng_states
     }
-    if world_size <= 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
-        return {"world_size": 1, "ranks": [states], **where}
-    gathered: list[Any] = [None] * world_size
-    torch.distributed.all_gather_object(gathered, states)
-    return {"world_size": world_size, "ranks": gathered, **where}
+    return {**gather_rank_values(trainer, collect_rng_states()), **where}
 
 
 def restore_checkpoint_rng_states(saved: Mapping[str, Any] | None, trainer: Any = None) -> None:
     """Give this rank its own saved states (entry ``global_rank``)."""
     if not saved:
         return
-    rank, world_size = _world(trainer)
     if "ranks" not in saved:  # written by an older version: one rank's states
-        if world_size > 1:
+        if rank_and_world_size(trainer)[1] > 1:
             log.warning("the checkpoint holds one rank's RNG states: every rank resumes with them")
         restore_rng_states(saved)
         return
-    ranks = saved["ranks"]
-    if len(ranks) != world_size:
-        log.warning(
-            "the checkpoint was written by %d rank(s), this run has %d: random draws do not resume exactly",
-            len(ranks), world_size,
-        )  # fmt: skip
-    if rank < len(ranks):
-        restore_rng_states(ranks[rank])
+    own = own_rank_value(saved, trainer, "random draws")
+    if own is not None:
+        restore_rng_states(own)
 
 
-def _draws_a_new_iterator_before_its_next_batch(trainer: Any) -> bool:
-    """Whether an uninterrupted run, checkpointed now, builds a training DataLoader iterator (which draws its
-    seed from the global RNG) before its next training batch: yes at the end of an epoch and after fitting."""
+def epoch_has_ended(trainer: Any) -> bool:
+    """Whether a checkpoint written now falls between epochs (the epoch's last batch has run, or fitting is
+    over): an uninterrupted run then starts its next epoch afresh, with a new DataLoader iterator (whose seed
+    comes from the global RNG) and empty epoch means."""
     try:
         epoch_loop = trainer.fit_loop.epoch_loop
         return bool(epoch_loop.batch_progress.is_last_batch or trainer.state.stage is None)
