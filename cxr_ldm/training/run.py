@@ -36,7 +36,12 @@ from cxr_ldm.utils.checkpoints import (
 )
 from cxr_ldm.utils.config_tree import print_config_tree
 from cxr_ldm.utils.cpu_threads import choose_cpu_threads, cpu_threads_applied, parse_cpu_threads
-from cxr_ldm.utils.distributed import fix_hydra_multirun_children
+from cxr_ldm.utils.distributed import (
+    ddp_strategy_with_timeout,
+    fix_hydra_multirun_children,
+    kill_started_ranks_at_exit,
+    lost_rank_error,
+)
 from cxr_ldm.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from cxr_ldm.utils.lightning_noise import quiet_lightning
 from cxr_ldm.utils.run_info import RunInfo
@@ -95,9 +100,11 @@ def _train(cfg: DictConfig, output_dir: Path, run_info: RunInfo) -> tuple[dict[s
         callbacks.append(CheckpointOnInterrupt(output_dir / "checkpoints"))
     if cfg.get("seed") is not None:  # same initial weights on every rank, different random draws
         callbacks.append(RankSeeds(cfg.seed))
+    # under DDP a rank waits ddp_timeout_s for the others in a collective (utils/distributed.py)
+    strategy = ddp_strategy_with_timeout(cfg.trainer.get("strategy", "auto"), cfg.get("ddp_timeout_s"))
     trainer: L.Trainer = instantiate_option(
         cfg.trainer, "trainer", callbacks=callbacks + slurm_callbacks, logger=loggers or False,
-        plugins=[AtomicCheckpointIO(), *plugins],
+        plugins=[AtomicCheckpointIO(), *plugins], strategy=strategy,
     )  # fmt: skip
     fix_hydra_multirun_children(trainer)  # DDP children of a local multirun job run that job
     seed = cfg.get("seed")
@@ -129,7 +136,14 @@ def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule,
                 start_step = int(load_checkpoint_file(ckpt_path, "ckpt_path").get("global_step", 0))
                 log.info("resuming from %s", ckpt_path)
                 run_info.update(ckpt_path=str(ckpt_path))
-            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+            try:
+                trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+            except RuntimeError as err:  # another DDP rank died or hung: one line, and no rank left behind
+                lost = lost_rank_error(err, trainer, cfg.get("ddp_timeout_s"))
+                if lost is None:
+                    raise
+                kill_started_ranks_at_exit(trainer)
+                raise lost from err
             metrics.update(_as_floats(trainer.callback_metrics))
             metrics.update(_best_scores(trainer))
             if ckpt_path and trainer.global_step == start_step:
