@@ -126,7 +126,7 @@ def lost_rank_error(err: BaseException, trainer: Trainer, timeout_s: float | Non
     if trainer.world_size < 2 or not (isinstance(err, dist_error) or any(s in str(err) for s in _LOST)):
         return None
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    first = first.split("] ", 1)[-1]  # gloo's source location
+    first = first.split("] ", 1)[-1].split(". ")[0]  # without gloo's source location and its advice
     timeout = "Lightning's default of 1800" if timeout_s is None else f"ddp_timeout_s={timeout_s:g}"
     how = (f"another rank did not answer within {timeout} s (hung: stuck in I/O, a lost node)"
            if "imed out" in first or "Timeout" in first
