@@ -99,7 +99,7 @@ def ddp_strategy_with_timeout(strategy: Any, timeout_s: float | None) -> Any:
     if timeout_s is None:
         return strategy
     if float(timeout_s) <= 0:
-        raise ValueError(f"ddp_timeout_s must be a positive number of seconds, got {timeout_s}")
+        raise ValueError(f"ddp_timeout_s={timeout_s}: must be a positive number of seconds (or null: Lightning's default)")
     timeout = datetime.timedelta(seconds=float(timeout_s))
     if isinstance(strategy, str) and strategy in _DDP_NAMES:
         from lightning.pytorch.strategies import StrategyRegistry
