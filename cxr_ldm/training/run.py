@@ -7,6 +7,8 @@ What it adds around ``Trainer.fit`` (docs/reliability.md): ``run_info.json`` in 
 files that are complete or absent (``utils/checkpoints.py``), checked before fitting when given by
 ``ckpt_path=`` or ``model.autoencoder_ckpt=``; a NaN/Inf guard (``nonfinite.*``); ``last.ckpt`` on Ctrl-C
 (or SLURM's signals); and user errors (a wrong path, a foreign file, a full disk) as one line, no traceback.
+Under DDP: the process-group timeout ``ddp_timeout_s``, and a rank that died or hung as one line from rank 0
+(``utils/distributed.py``).
 """
 
 from __future__ import annotations
