@@ -39,6 +39,7 @@ from cxr_ldm.utils.checkpoints import (
 from cxr_ldm.utils.config_tree import print_config_tree
 from cxr_ldm.utils.cpu_threads import choose_cpu_threads, cpu_threads_applied, parse_cpu_threads
 from cxr_ldm.utils.distributed import (
+    ReportLostRank,
     ddp_strategy_with_timeout,
     fix_hydra_multirun_children,
     kill_started_ranks_at_exit,
@@ -102,6 +103,7 @@ def _train(cfg: DictConfig, output_dir: Path, run_info: RunInfo) -> tuple[dict[s
         callbacks.append(CheckpointOnInterrupt(output_dir / "checkpoints"))
     if cfg.get("seed") is not None:  # same initial weights on every rank, different random draws
         callbacks.append(RankSeeds(cfg.seed))
+    callbacks.append(ReportLostRank())  # a DDP rank died or hung: rank 0 gets to say so (utils/distributed.py)
     # under DDP a rank waits ddp_timeout_s for the others in a collective (utils/distributed.py)
     strategy = ddp_strategy_with_timeout(cfg.trainer.get("strategy", "auto"), cfg.get("ddp_timeout_s"))
     trainer: L.Trainer = instantiate_option(

@@ -34,7 +34,7 @@ import time
 from typing import Any
 
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.strategies import DDPStrategy, Strategy
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -139,19 +139,35 @@ def lost_rank_error(err: BaseException, trainer: Trainer, timeout_s: float | Non
 
 
 def kill_started_ranks_at_exit(trainer: Trainer) -> None:
-    """At this process's exit, SIGKILL the ranks it started itself (Lightning's launcher) that are still there."""
+    """At this process's exit, SIGKILL the ranks it started itself (Lightning's launcher) that are still there.
+
+    They are also taken out of the list that Lightning's child-process observer watches (the launcher's own
+    ``procs``): the observer SIGKILLs this process (rank 0) within 5 s of seeing a dead child, which would cut off
+    the one-line error and ``run_info.json``. Idempotent.
+    """
     from lightning.fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
     launcher = getattr(trainer.strategy, "launcher", None)
     procs = list(getattr(launcher, "procs", [])) if isinstance(launcher, _SubprocessScriptLauncher) else []
+    if not procs:
+        return
+    launcher.procs.clear()  # the observer's list too: empty, it stops watching
 
     def kill() -> None:
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
 
-    if procs:
-        atexit.register(kill)
+    atexit.register(kill)
+
+
+class ReportLostRank(Callback):
+    """Rank 0 under DDP, on a collective that lost another rank: :func:`kill_started_ranks_at_exit` at once
+    (``on_exception`` comes before Lightning's teardown), so that the observer leaves rank 0 the time to say so."""
+
+    def on_exception(self, trainer: Trainer, pl_module: Any, exception: BaseException) -> None:
+        if trainer.global_rank == 0 and lost_rank_error(exception, trainer, None) is not None:
+            kill_started_ranks_at_exit(trainer)
 
 
 def outlive_launcher(launcher_pid: int, timeout_s: float = 60.0) -> None:
