@@ -11,21 +11,32 @@ signals); and user errors (a wrong path, a foreign file, a full disk) as one lin
 
 from __future__ import annotations
 
+import sys
+
 from omegaconf import DictConfig
 
-from cxr_ldm.callbacks.nonfinite import NonFiniteLossError, NonFiniteWeightsError
+from cxr_ldm.callbacks.nonfinite import (
+    NonFiniteLossError,
+    NonFiniteLossReportedByRankZero,
+    NonFiniteWeightsError,
+)
 from cxr_ldm.training.run import is_multirun, train
 from cxr_ldm.training.sweep_metric import metric_value
 from cxr_ldm.utils import resolvers  # noqa: F401  (registers ${run_id:}, ${slurm_gpus:})
 from cxr_ldm.utils.atomic import DiskFullError
 from cxr_ldm.utils.cli import CONF, hydra_command, run_command
+from cxr_ldm.utils.distributed import DDPRankLostError
 
 # what a user can fix: one line on stderr (utils/cli.run_command), CXR_LDM_TRACEBACK=1 for the traceback
-USER_ERRORS = (ValueError, FileNotFoundError, DiskFullError, NonFiniteLossError, NonFiniteWeightsError)
+USER_ERRORS = (ValueError, FileNotFoundError, DiskFullError, NonFiniteLossError, NonFiniteWeightsError,
+               DDPRankLostError)  # fmt: skip
 
 
 def _main(cfg: DictConfig) -> float | None:
-    metrics, objects = train(cfg)
+    try:
+        metrics, objects = train(cfg)
+    except NonFiniteLossReportedByRankZero:
+        sys.exit(1)  # DDP: rank 0 prints the one message (callbacks/nonfinite.py); this rank only stops with it
     return metric_value(metrics, cfg.get("optimized_metric"), is_multirun(), objects.get("no_validation"))
 
 

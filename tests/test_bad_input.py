@@ -136,6 +136,8 @@ TRAIN = {  # case id: (overrides, the exact line; <tmp> = the test's folder, {na
                            "callbacks.sample_grid.prompts=[]"],
         "error: callbacks.sample_grid: SampleGridCallback needs at least one prompt"),
     "unknown NaN action": (["nonfinite.action=ignore"], "error: nonfinite.action must be stop or skip, got 'ignore'"),
+    "impossible value: DDP timeout": (["ddp_timeout_s=0"],
+        "error: ddp_timeout_s=0: must be a positive number of seconds (or null: Lightning's default)"),
 }  # fmt: skip
 
 

@@ -14,24 +14,40 @@ Whatever the loss said, a checkpoint whose weights or buffers hold NaN/Inf is ne
 raises before the file is opened), so a good ``last.ckpt`` is never replaced by a broken one.
 
 Under ``16-mixed`` the GradScaler's own overflow skips (infinite gradients, finite loss) are normal and left
-to it; only the loss is checked there. Under DDP a rank that stops takes the job down (the launcher ends the
-other ranks).
+to it; only the loss is checked there.
+
+Under DDP the ranks agree before each backward pass: every rank's "my loss is not finite" flag is summed over
+the ranks (one small all-reduce), so a NaN on any rank stops (or skips) every rank at the same step, and the
+first bad rank's loss, batch index and ``dicom_id``s are broadcast to all. Rank 0 reports it, once: with
+``stop`` it raises :class:`NonFiniteLossError` naming that rank (the command prints it as its one line, and
+rank 0's ``run_info.json`` records it); the other ranks raise :class:`NonFiniteLossReportedByRankZero`, which the
+command ends with exit status 1 and no message. A rank that rank 0 started itself (Lightning's launcher, no
+SLURM or torchrun) leaves after rank 0 has exited, since Lightning's launcher SIGKILLs rank 0 as soon as one of
+its children fails. With ``skip`` rank 0 logs the warning and every rank records the same skip.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from cxr_ldm.utils.distributed import outlive_launcher
+
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
     """Training met a NaN/Inf loss; the message names the step, the batch and the last good checkpoint."""
+
+
+class NonFiniteLossReportedByRankZero(NonFiniteLossError):
+    """Under DDP, on the ranks other than 0: the run stops with rank 0's :class:`NonFiniteLossError`, which rank 0
+    reports; the command ends this rank with exit status 1 and no message of its own."""
 
 
 class NonFiniteWeightsError(RuntimeError):
@@ -79,11 +95,14 @@ class NonFiniteGuard(Callback):
         self._batch_idx = -1
         self._skip_this_batch = False
         self._buffers: dict[str, torch.Tensor] = {}
+        self._launcher_pid = os.getpid()
 
     # ------------------------------------------------------------------ what the batch was
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # buffers that are NaN on purpose (the LDM's scale factor before it is measured) are not a failure
         self._nan_on_purpose = {name for name, b in pl_module.named_buffers() if not _finite(b)}
+        if trainer.world_size > 1:  # rank 0's process: the launcher of the ranks it started itself
+            self._launcher_pid = int(trainer.strategy.broadcast(os.getpid(), src=0))
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         self._batch_ids, self._batch_idx, self._skip_this_batch = _ids(batch), batch_idx, False
@@ -98,46 +117,82 @@ class NonFiniteGuard(Callback):
                     if name in self._buffers:
                         buffer.copy_(self._buffers[name])
 
-    def _where(self, trainer: Trainer) -> str:
-        ids = ", ".join(self._batch_ids[:16]) + (" ..." if len(self._batch_ids) > 16 else "")
+    def _where(self, trainer: Trainer, ids: list[str] | None = None, batch_idx: int | None = None) -> str:
+        ids = self._batch_ids if ids is None else ids
+        shown = ", ".join(ids[:16]) + (" ..." if len(ids) > 16 else "")
         return (
-            f"step {trainer.global_step} (epoch {trainer.current_epoch}, batch {self._batch_idx}"
-            + (f"; dicom_id {ids}" if ids else "") + ")"
+            f"step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
+            f"{self._batch_idx if batch_idx is None else batch_idx}" + (f"; dicom_id {shown}" if shown else "") + ")"
         )
 
-    def _stop(self, trainer: Trainer, what: str) -> None:
+    def _stop(self, trainer: Trainer, what: str, where: str | None = None) -> None:
         good = last_good_checkpoint(trainer)
-        where = (f"the last good checkpoint is {good}: resume from it with ckpt_path={good} (e.g. with a lower learning "
-                 f"rate)") if good else "no checkpoint was written before it"  # fmt: skip
-        raise NonFiniteLossError(
-            f"{what} at {self._where(trainer)}; nothing was trained on it and no checkpoint written after it; {where}; "
-            f"or set nonfinite.action=skip to skip such batches"
+        last = (f"the last good checkpoint is {good}: resume from it with ckpt_path={good} (e.g. with a lower learning "
+                f"rate)") if good else "no checkpoint was written before it"  # fmt: skip
+        together = "every rank stopped at that step; " if trainer.world_size > 1 else ""
+        message = (
+            f"{what} at {where or self._where(trainer)}; {together}nothing was trained on it and no checkpoint written "
+            f"after it; {last}; or set nonfinite.action=skip to skip such batches"
         )
+        if trainer.global_rank == 0:
+            raise NonFiniteLossError(message)
+        outlive_launcher(self._launcher_pid)  # else the launcher would SIGKILL rank 0 before it reports
+        raise NonFiniteLossReportedByRankZero(message)
+
+    def _agree(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> dict[str, Any] | None:
+        """None if the loss is finite on every rank; else the first bad rank's rank, loss, batch and ids."""
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        value = loss.detach().float().flatten()[0].item() if bad else 0.0
+        mine = {"rank": trainer.global_rank, "value": value, "batch": self._batch_idx, "ids": self._batch_ids}
+        if trainer.world_size == 1:
+            return {**mine, "ranks": [0]} if bad else None
+        flags = torch.zeros(trainer.world_size, device=trainer.strategy.root_device)  # every rank calls this
+        flags[trainer.global_rank] = float(bad)
+        ranks = [r for r, flag in enumerate(trainer.strategy.reduce(flags, reduce_op="sum").tolist()) if flag > 0]
+        if not ranks:
+            return None
+        return {**trainer.strategy.broadcast(mine if trainer.global_rank == ranks[0] else None, src=ranks[0]),
+                "ranks": ranks}  # fmt: skip
 
     # ------------------------------------------------------------------ the checks
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
-        if torch.isfinite(loss.detach()).all():
+        found = self._agree(trainer, pl_module, loss)
+        if found is None:
             return
-        what = f"non-finite training loss ({loss.detach().float().flatten()[0].item()})"
+        what = f"non-finite training loss ({found['value']})"
+        if trainer.world_size > 1:
+            others = [str(r) for r in found["ranks"][1:]]
+            what += f" on rank {found['rank']} of {trainer.world_size}" + (
+                f" (and on rank {', '.join(others)})" if others else "")  # fmt: skip
+        where = self._where(trainer, found["ids"], found["batch"])
         if self.action == "stop":
-            self._stop(trainer, what)
-        if not self._skip_this_batch:
-            self._skip_this_batch = True
-            self.skipped.append({"step": trainer.global_step, "epoch": trainer.current_epoch, "dicom_id": self._batch_ids})
-            log.warning("%s at %s: batch skipped (%d so far)", what, self._where(trainer), len(self.skipped))
-            if len(self.skipped) > self.max_skips:
-                self._stop(trainer, f"{what}; more than nonfinite.max_skips={self.max_skips} batches skipped, the last")
+            self._stop(trainer, what, where)
+        self._skip(trainer, what, where, found["ids"], found["rank"])
+
+    def _skip(self, trainer: Trainer, what: str, where: str, ids: list[str], rank: int | None) -> None:
+        if self._skip_this_batch:
+            return
+        self._skip_this_batch = True
+        record = {"step": trainer.global_step, "epoch": trainer.current_epoch, "dicom_id": list(ids)}
+        if trainer.world_size > 1:
+            record = {"step": record["step"], "epoch": record["epoch"], "rank": rank, "dicom_id": record["dicom_id"]}
+        self.skipped.append(record)
+        if trainer.global_rank == 0:  # the same skip on every rank, reported once
+            log.warning("%s at %s: batch skipped (%d so far)", what, where, len(self.skipped))
+        if len(self.skipped) > self.max_skips:
+            self._stop(trainer, f"{what}; more than nonfinite.max_skips={self.max_skips} batches skipped, the last", where)
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         # gradients are averaged over DDP ranks before this hook: a NaN on one rank is a NaN on all, so every
-        # rank skips the same step; under a GradScaler infinite gradients are its business
+        # rank takes the same decision here without a collective; under a GradScaler infinite gradients are its
+        # business
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         bad_grads = scaler is None and not all(torch.isfinite(p.grad).all() for p in params)
         if bad_grads and not self._skip_this_batch:
             if self.action == "stop":
                 self._stop(trainer, "non-finite gradients")
-            self.on_before_backward(trainer, pl_module, torch.tensor(float("nan")))  # count and report the skip
+            self._skip(trainer, "non-finite gradients", self._where(trainer), self._batch_ids, None)  # all ranks' average
         if self._skip_this_batch:
             for param in params:
                 param.grad = None  # no gradient: the optimizer leaves the parameter (and its state) alone

@@ -36,6 +36,9 @@ def check_options(cfg: DictConfig) -> None:
     p_uncond = data.get("p_uncond")
     if isinstance(p_uncond, (int, float)) and not 0 <= p_uncond <= 1:
         raise ValueError(f"data.p_uncond={p_uncond}: a probability, between 0 and 1")
+    timeout = cfg.get("ddp_timeout_s")
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout <= 0:
+        raise ValueError(f"ddp_timeout_s={timeout}: must be a positive number of seconds (or null: Lightning's default)")
     every = trainer.get("check_val_every_n_epoch")
     if isinstance(every, int) and every < 1:
         raise ValueError(f"trainer.check_val_every_n_epoch={every}: must be at least 1 (or null with val_check_interval)")

@@ -7,6 +7,8 @@ What it adds around ``Trainer.fit`` (docs/reliability.md): ``run_info.json`` in 
 files that are complete or absent (``utils/checkpoints.py``), checked before fitting when given by
 ``ckpt_path=`` or ``model.autoencoder_ckpt=``; a NaN/Inf guard (``nonfinite.*``); ``last.ckpt`` on Ctrl-C
 (or SLURM's signals); and user errors (a wrong path, a foreign file, a full disk) as one line, no traceback.
+Under DDP: the process-group timeout ``ddp_timeout_s``, and a rank that died or hung as one line from rank 0
+(``utils/distributed.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ from cxr_ldm.utils.checkpoints import (
 )
 from cxr_ldm.utils.config_tree import print_config_tree
 from cxr_ldm.utils.cpu_threads import choose_cpu_threads, cpu_threads_applied, parse_cpu_threads
-from cxr_ldm.utils.distributed import fix_hydra_multirun_children
+from cxr_ldm.utils.distributed import (
+    ReportLostRank,
+    ddp_strategy_with_timeout,
+    fix_hydra_multirun_children,
+    kill_started_ranks_at_exit,
+    lost_rank_error,
+)
 from cxr_ldm.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from cxr_ldm.utils.lightning_noise import quiet_lightning
 from cxr_ldm.utils.run_info import RunInfo
@@ -95,9 +103,12 @@ def _train(cfg: DictConfig, output_dir: Path, run_info: RunInfo) -> tuple[dict[s
         callbacks.append(CheckpointOnInterrupt(output_dir / "checkpoints"))
     if cfg.get("seed") is not None:  # same initial weights on every rank, different random draws
         callbacks.append(RankSeeds(cfg.seed))
+    callbacks.append(ReportLostRank())  # a DDP rank died or hung: rank 0 gets to say so (utils/distributed.py)
+    # under DDP a rank waits ddp_timeout_s for the others in a collective (utils/distributed.py)
+    strategy = ddp_strategy_with_timeout(cfg.trainer.get("strategy", "auto"), cfg.get("ddp_timeout_s"))
     trainer: L.Trainer = instantiate_option(
         cfg.trainer, "trainer", callbacks=callbacks + slurm_callbacks, logger=loggers or False,
-        plugins=[AtomicCheckpointIO(), *plugins],
+        plugins=[AtomicCheckpointIO(), *plugins], strategy=strategy,
     )  # fmt: skip
     fix_hydra_multirun_children(trainer)  # DDP children of a local multirun job run that job
     seed = cfg.get("seed")
@@ -129,7 +140,14 @@ def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule,
                 start_step = int(load_checkpoint_file(ckpt_path, "ckpt_path").get("global_step", 0))
                 log.info("resuming from %s", ckpt_path)
                 run_info.update(ckpt_path=str(ckpt_path))
-            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+            try:
+                trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+            except RuntimeError as err:  # another DDP rank died or hung: one line, and no rank left behind
+                lost = lost_rank_error(err, trainer, cfg.get("ddp_timeout_s"))
+                if lost is None:
+                    raise
+                kill_started_ranks_at_exit(trainer)
+                raise lost from err
             metrics.update(_as_floats(trainer.callback_metrics))
             metrics.update(_best_scores(trainer))
             if ckpt_path and trainer.global_step == start_step:

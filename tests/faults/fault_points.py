@@ -1,7 +1,9 @@
 """Test instrument loaded into training runs (``+callbacks.fault._target_=fault_points.FaultPoint``).
 
 It makes a run stop at one chosen moment and tells the test so: it writes ``<marker_dir>/<at>`` and sleeps,
-and the test then kills the process (SIGKILL, or sends SIGINT). Moments (``at``):
+and the test then kills the process (SIGKILL, or sends SIGINT). Under DDP every rank runs it; ``rank`` (default
+-1: every rank) limits ``batch_start`` and ``nan_batch`` to one global rank, whose marker is then ``<at>.rank<r>``.
+Moments (``at``):
 
 * ``batch_start``: at the start of the training batch that begins at ``step`` (between two steps);
 * ``validation``: in the first validation batch of epoch ``epoch`` (not the sanity check);
@@ -41,17 +43,25 @@ class FaultPoint(Callback):
         seconds: float = 300.0,
         fill_path: str = "",
         limit_bytes: int = 100_000,
+        rank: int = -1,
     ) -> None:
         if at not in ("batch_start", "validation", "checkpoint_write", "fill_disk", "nan_batch"):
             raise ValueError(f"unknown fault point {at!r}")
         self.marker_dir, self.at, self.step, self.epoch = Path(marker_dir), at, int(step), int(epoch)
         self.name, self.seconds, self.fill_path, self.limit_bytes = name, float(seconds), fill_path, int(limit_bytes)
+        self.rank = int(rank)
         self._trainer: Trainer | None = None
         self._done = False
 
+    def _here(self, trainer: Trainer) -> bool:
+        return self.rank < 0 or trainer.global_rank == self.rank
+
+    def _marker(self) -> Path:
+        return self.marker_dir / (self.at if self.rank < 0 else f"{self.at}.rank{self.rank}")
+
     def _pause(self) -> None:
         self.marker_dir.mkdir(parents=True, exist_ok=True)
-        (self.marker_dir / self.at).write_text(str(os.getpid()))
+        self._marker().write_text(str(os.getpid()))
         time.sleep(self.seconds)  # the test kills the process during this sleep
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -78,11 +88,13 @@ class FaultPoint(Callback):
             torch.save = slow_save
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if not self._here(trainer):
+            return
         if self.at == "nan_batch" and trainer.global_step == self.step and not self._done:
             self._done = True  # a corrupted batch: NaN pixels; its dicom_ids go to the marker for the test
             batch["image"][0, 0, 0, 0] = float("nan")
             self.marker_dir.mkdir(parents=True, exist_ok=True)
-            (self.marker_dir / self.at).write_text("\n".join(str(i) for i in batch["dicom_id"]))
+            self._marker().write_text("\n".join(str(i) for i in batch["dicom_id"]))
             return
         if self.at == "batch_start" and trainer.global_step == self.step and not self._done:
             self._done = True
