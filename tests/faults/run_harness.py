@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
+from helpers import checkpoint_differences as differences  # noqa: F401 (the fault tests' name for it)
 
 HERE = Path(__file__).parent
 
@@ -75,25 +74,6 @@ def load(path: Path) -> dict:
 def same_weights(a: Path, b: Path) -> bool:
     sa, sb = load(a)["state_dict"], load(b)["state_dict"]
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-def differences(a: Any, b: Any, where: str = "") -> list[str]:
-    """Where two checkpoint values differ (tensors bit for bit, NaN equal to NaN); ``[]`` when equal."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        same = (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-                and a.dtype == b.dtype and torch.equal(torch.nan_to_num(a, 7.0), torch.nan_to_num(b, 7.0)))  # fmt: skip
-        return [] if same else [where]
-    if isinstance(a, dict) and isinstance(b, dict):
-        if a.keys() != b.keys():
-            return [f"{where} keys {sorted(map(str, a.keys() ^ b.keys()))}"]
-        return [d for k in a for d in differences(a[k], b[k], f"{where}/{k}")]
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        if len(a) != len(b):
-            return [f"{where} length {len(a)} != {len(b)}"]
-        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{where}[{i}]")]
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return []
-    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
 
 def metrics_rows(run_dir: Path) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_module
+from helpers import checkpoint_differences, run_module
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +132,9 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen) -> N
 
 
 def test_time_limit_signal_checkpoints_requeues_and_resumes(slurm_cluster, shared_data_dir, tmp_path):
-    """USR2 (sbatch --signal, before the time limit) -> last.ckpt, requeue, resume from it, finish.
+    """USR2 (sbatch --signal, before the time limit) -> last.ckpt, requeue, resume from it, finish, with the
+    weights and optimizer state of the same job run without the signal, bit for bit (the signal checkpoint is
+    mid-epoch: the requeued job continues the epoch where it stopped).
 
     A DDP job (two tasks) with a DataLoader worker per rank: both ranks get the signal from SLURM and write
     the checkpoint together, and the SIGTERM that follows the requeue kills the workers without failing the job.
@@ -144,7 +146,7 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes(slurm_cluster, share
         f"paths.data_dir={shared_data_dir}", f"hydra.sweep.dir={sweep}", "trainer.max_epochs=1000",
         *SMALL, f"trainer.max_steps={max_steps}", "trainer.limit_train_batches=5",
         "trainer.check_val_every_n_epoch=20",
-        "data.num_workers=1", "trainer=ddp_cpu",
+        "data.num_workers=1", "trainer=ddp_cpu", "cpu_threads=1",  # one thread: the same sums in both jobs
     ]  # fmt: skip
     driver = subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -185,6 +187,16 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes(slurm_cluster, share
     assert _sacct_states(job_id, slurm_cluster["env"]) == ["COMPLETED"]
     show = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout
     assert re.search(r"\bRestarts=1\b", show), show
+
+    # the same job, never signalled: the requeued one ends where it ends
+    reference = tmp_path / "reference"
+    cmd[cmd.index(f"hydra.sweep.dir={sweep}")] = f"hydra.sweep.dir={reference}"
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = torch.load(reference / "0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert expected["global_step"] == ckpt["global_step"] == max_steps
+    for key in ("state_dict", "optimizer_states"):
+        assert checkpoint_differences(ckpt[key], expected[key], key) == [], key
 
 
 # hydra/launcher=slurm with trainer=cpu used to ask for --gpus-per-node=1: "Invalid generic resource (gres)
