@@ -259,8 +259,10 @@ def ensure_latent_cache(
     if device is None:
         device = next(autoencoder.parameters()).device
     missing = cache.missing()
-    if missing:
-        if rank == 0:
+    # under DDP every rank meets at the barrier: a rank's own look at the folder is no agreement (a slow rank may
+    # find the shards a fast one has just written, skip the barrier and leave that one waiting in it for ever)
+    if missing or world_size > 1:
+        if rank == 0 and missing:
             log.info(
                 "latent cache %s: %d images, encoding %d of %d shards on %d rank(s)",
                 cache.folder, cache.n, len(missing), cache.n_shards, world_size,

@@ -229,6 +229,49 @@ def test_ranks_split_the_shards(tmp_path: Path, prepared_dir: Path, tiny_ae_ckpt
     torch.testing.assert_close(_stored(stores[1])[0], _online(ae, prepared_dir, "train")[0], **FP16)
 
 
+def test_a_rank_that_finds_the_cache_already_built_still_meets_the_others(
+    tmp_path: Path, prepared_dir: Path, tiny_ae_ckpt: Path, caplog
+):
+    """A one-shard split under 2 ranks: rank 1 looks at the folder only after rank 0 has written the shard. Rank 1
+    has nothing to encode, yet it must reach the barrier rank 0 waits in (CI hung 900 s on a DDP training run when
+    a slow rank 1 found the validation shard written and went on without it)."""
+    import logging
+    import threading
+    import time
+
+    caplog.set_level(logging.INFO, logger="cxr_ldm.data.latent_cache")
+    meeting = threading.Barrier(2, timeout=60)
+    stores, errors = {}, []
+    folder = tmp_path / "c"
+
+    def rank(r: int) -> None:
+        try:
+            ae, arch = _autoencoder(tiny_ae_ckpt)
+            if r == 1:  # the slow rank: the one shard is written before it looks
+                deadline = time.monotonic() + 120
+                while not list(folder.glob("*/shard_00000.npy")) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            stores[r] = ensure_latent_cache(
+                prepared_dir, "validate", SIZE, ae, arch, cache_dir=folder, shard_size=10_000,
+                rank=r, world_size=2, barrier=meeting.wait, progress=False,
+            )  # fmt: skip
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert stores[0].cache.n_shards == 1 and stores[1].cache.complete()
+    name = stores[0].cache.folder.name
+    assert sorted(m for m in caplog.messages if "encoded" in m) == [
+        f"latent cache: rank 0 of 2 encoded 1 shard(s) of {name}",
+        f"latent cache: rank 1 of 2 encoded 0 shard(s) of {name}",
+    ]
+
+
 def test_cache_and_augmentation_exclude_each_other(prepared_dir: Path):
     message = "data.latent_cache=true and data.augment.enabled=true exclude each other"
     with pytest.raises(ValueError, match=message):
