@@ -9,6 +9,7 @@ end to end. Every message of the table must be one of the cases here, and every 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -281,6 +282,179 @@ def test_phantom_user_errors(case, tmp_path):
     assert message == expected.replace("<tmp>", str(tmp_path))
 
 
+# ------------------------------------------------------------------------------------------------- inference
+LONG = "Large right pleural effusion with " + "adjacent compressive atelectasis and " * 12 + "no pneumothorax."
+CACHE = ["experiment=ldm_phantom", "model.autoencoder_ckpt={ae}", "paths.data_dir={data}", *SMALL]
+
+
+@pytest.fixture(scope="module")
+def inference_files(tmp_path_factory, trained_ldm_ckpt, tiny_ae_ckpt, shared_data_dir, phantom_prepared) -> dict:
+    """A plain file, a model folder of another project (a diffusers pipeline written by diffusers), a folder that
+    is not empty, the models and data."""
+    import diffusers
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    root = tmp_path_factory.mktemp("inference_inputs")
+    (root / "file").write_text("not a folder\n")
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 8),
+                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"))  # fmt: skip
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(root / "diffusers_model")
+    (root / "full").mkdir()
+    (root / "full" / "notes.txt").write_text("x\n")
+    return {"file": root / "file", "other": root / "diffusers_model", "full": root / "full", "ldm": trained_ldm_ckpt,
+            "ae": tiny_ae_ckpt, "data": shared_data_dir, "prepared": phantom_prepared(),
+            "diffusers_version": diffusers.__version__}  # fmt: skip
+
+
+OTHER = ("is a DDPMPipeline folder of diffusers {diffusers_version} (model_index.json _class_name 'DDPMPipeline'), not "
+         "a cxr_ldm model: give a trained ldm.ckpt, a folder from `python -m cxr_ldm.export`, or the MONAI bundle folder")
+S = ["model={ldm}", "prompts=[Effusion.]", "out_dir=<tmp>/s"]  # a sample command that works
+E = ["out_dir=<tmp>/e", "metrics=[diversity]", "data_dir={prepared}", "model={ldm}", "sampling.prompts=[Effusion.]"]
+TOO_LONG = ("('Large right pleural effusion with adjacent ...') is 111 tokens, more than the text encoder's 77: "
+            "shorten it")  # fmt: skip
+TRUNCATE = ", or set truncate_prompts=true to cut it at 77 tokens as training does"
+INFERENCE = {  # case id: (command, arguments, the exact line; <tmp> = the test's folder, {name} = inference_files)
+    "sample: out_dir is a file": ("sample", [*S[:2], "out_dir={file}"],
+        "error: out_dir={file} is a file, not a folder: give the path of a folder (it is created when missing)"),
+    "sample: out_dir under a file": ("sample", [*S[:2], "out_dir={file}/samples"],
+        "error: out_dir={file}/samples: {file} is a file, so no folder can be made under it: give another out_dir"),
+    "sample: a folder the system will not create": ("sample", [*S[:2], "out_dir=/proc/cxr_ldm_samples"],
+        "error: out_dir=/proc/cxr_ldm_samples: cannot create the folder: No such file or directory; give a folder on "
+        "a writable file system"),
+    "sample: a prompt over 77 tokens": ("sample", ["model={ldm}", f"prompts=[Effusion.,'{LONG}']", "out_dir=<tmp>/s"],
+        f"error: prompts[1] {TOO_LONG}{TRUNCATE}"),
+    "sample: a model folder of another project": ("sample", ["model={other}", *S[1:]],
+        f"error: model='{{other}}' {OTHER}"),
+    "sample: negative guidance": ("sample", [*S, "sampling.guidance_scale=-1"],
+        "error: sampling.guidance_scale=-1.0 must be a finite number >= 0 (1 = no guidance; the models here use 7)"),
+    "sample: guidance not a number": ("sample", [*S, "sampling.guidance_scale=nan"],
+        "error: sampling.guidance_scale=nan must be a finite number >= 0 (1 = no guidance; the models here use 7)"),
+    "sample: more steps than the model has timesteps": ("sample", [*S, "sampling.steps=5000"],
+        "error: sampling.steps=5000 is more than the model's 1000 diffusion timesteps: use at most 1000"),
+    "sample: no such model": ("sample", ["model=<tmp>/nope.ckpt", *S[1:]],
+        "error: model not found: '<tmp>/nope.ckpt' (give a trained ldm.ckpt, a folder from `python -m "
+        "cxr_ldm.export`, or the MONAI bundle folder)"),
+    "sample: no prompts": ("sample", ["model={ldm}", "out_dir=<tmp>/s"],
+        """error: no prompts: give prompts='["...", "..."]' or prompts_file=FILE (one per line)"""),
+    "sample: unknown sampler": ("sample", [*S, "sampling.sampler=heun"],
+        "error: sampling.sampler='heun' is not one of ddim, dpm++2m, unipc, euler, pndm, ddpm"),
+    "evaluate: out_dir is a file": ("evaluate", ["out_dir={file}", *E[1:]],
+        "error: out_dir={file} is a file, not a folder: give the path of a folder (it is created when missing)"),
+    "evaluate: no images to generate": ("evaluate", [*E, "sampling.n=0"],
+        "error: sampling.n=0 must be an integer >= 1 (the number of images to generate)"),
+    "evaluate: a prompt over 77 tokens": ("evaluate", [*E[:-1], f"sampling.prompts=['{LONG}']"],
+        f"error: sampling.prompts[0] {TOO_LONG}{TRUNCATE}"),
+    "evaluate: a model folder of another project": ("evaluate", [*E[:3], "model={other}", E[4]],
+        f"error: model='{{other}}' {OTHER}"),
+    "evaluate: more steps than the model has timesteps": ("evaluate", [*E, "sampling.n=2", "sampling.steps=5000"],
+        "error: sampling.steps=5000 is more than the model's 1000 diffusion timesteps: use at most 1000"),
+    "export: out_dir is a file": ("export", ["ckpt={ldm}", "out_dir={file}"],
+        "error: out_dir={file} is a file, not a folder: give the path of a folder (it is created when missing)"),
+    "export: out_dir under a file": ("export", ["ckpt={ldm}", "out_dir={file}/exported"],
+        "error: out_dir={file}/exported: {file} is a file, so no folder can be made under it: give another out_dir"),
+    "export: out_dir not empty": ("export", ["ckpt={ldm}", "out_dir={full}"],
+        "error: out_dir='{full}' exists and is not empty: choose another folder or overwrite=true"),
+    "export: a model folder of another project": ("export", ["ckpt={other}", "out_dir=<tmp>/x"],
+        f"error: ckpt='{{other}}' {OTHER}"),
+    "app: port out of range": ("app", ["model={ldm}", "port=70000"],
+        "error: port=70000 must be an integer between 0 and 65535"),
+    "app: no images per request": ("app", ["model={ldm}", "max_images=0"], "error: max_images=0 must be an integer >= 1"),
+    "app: guidance limit not a number": ("app", ["model={ldm}", "max_guidance=nan"],
+        "error: max_guidance=nan must be a finite number >= 0"),
+    "app: an example over 77 tokens": ("app", ["model={ldm}", f"examples=[Effusion.,'{LONG}']"],
+        f"error: examples[1] {TOO_LONG}"),
+    "app: a model folder of another project": ("app", ["model={other}"], f"error: model='{{other}}' {OTHER}"),
+    "app: more steps than the model has timesteps": ("app", ["model={ldm}", "max_steps=5000"],
+        "error: max_steps=5000 is more than the model's 1000 timesteps"),
+    "cache_latents: unknown split": ("cache_latents", [*CACHE, "+cache_splits=[trian]"],
+        "error: cache_splits=['trian']: unknown split 'trian'; give a list of train, validate, test (e.g. "
+        "+cache_splits=[train,validate])"),
+    "cache_latents: a cache folder under a file": ("cache_latents", [*CACHE, "data.latent_cache_dir={file}/cache"],
+        "error: cannot create the latent cache folder {file}/cache/train-<key>: {file} is a file; set "
+        "data.latent_cache_dir to a writable folder"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(INFERENCE))
+def test_inference_user_errors(case, tmp_path, inference_files):
+    command, args, expected = INFERENCE[case]
+    args = [_fill(a, tmp_path, inference_files) for a in args]
+    ended = command_exit(command, *args)
+    message = str(ended.code)
+    assert "\n" not in message, message
+    message = re.sub(r"/train-[0-9a-f]{16}", "/train-<key>", message)
+    assert _normalise(message, tmp_path) == _normalise(_fill(expected, tmp_path, inference_files), tmp_path)
+
+
+def _run_in_process(module: str, *args: str) -> None:
+    """``python -m module args`` in this process, for a run that must succeed."""
+    import importlib
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    argv, sys.argv = sys.argv, [module, *args]
+    try:
+        importlib.import_module(module).main()
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+
+
+def test_a_long_prompt_is_cut_at_77_tokens_when_asked(tmp_path, inference_files, capfd):
+    """``truncate_prompts=true``: the prompt samples as its first 77 tokens do (as training read its reports), with
+    a warning; the images equal those of the prompt cut by hand."""
+    from cxr_ldm.data.tokenization import CONTEXT_LENGTH, count_tokens, tokenize
+
+    long = "The " + LONG  # its 77th token ends a word, so a prompt of whole words can stop exactly there
+    tokens = tokenize([long])[0]
+    assert count_tokens(long) > CONTEXT_LENGTH and int((tokens != 0).sum()) == CONTEXT_LENGTH
+    words = long.split()
+    cut = next(" ".join(words[:k]) for k in range(len(words)) if count_tokens(" ".join(words[:k])) == CONTEXT_LENGTH)
+    assert torch.equal(tokenize([cut])[0], tokens)  # what the text encoder reads of the long prompt
+    common = ["model={}".format(inference_files["ldm"]), "n_per_prompt=1", "sampling.steps=2", "progress=false"]
+    for name, prompt, extra in (("long", long, ["truncate_prompts=true"]), ("cut", cut, [])):
+        _run_in_process("cxr_ldm.sample", *common, f"prompts=['{prompt}']", f"out_dir={tmp_path / name}", *extra)
+    a, b = (np.asarray(Image.open(tmp_path / n / "00_000.png")) for n in ("long", "cut"))
+    assert np.array_equal(a, b)
+    assert f"[WARNING] - prompt of {count_tokens(long)} tokens truncated to 77: 'The Large right" in capfd.readouterr().out
+
+
+def test_a_read_only_out_dir_is_refused_before_the_model_loads(tmp_path, inference_files):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders (the /proc case of test_inference_user_errors stands in)")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    ended = command_exit("export", "ckpt={}".format(inference_files["ldm"]), f"out_dir={locked / 'x'}")
+    assert ended.code == (f"error: out_dir={locked / 'x'}: {locked}, where it would be created, is not writable by "
+                          "this user: give a folder you can write to")  # fmt: skip
+
+
+def test_export_to_a_full_disk_is_one_line_and_leaves_no_folder(tmp_path, inference_files):
+    from helpers import small_tmpfs
+
+    disk = tmp_path / "disk"
+    with small_tmpfs(disk, "64k") as mounted:
+        if not mounted:
+            pytest.skip("no tmpfs can be mounted here (root and mount are needed to fill a real disk)")
+        ended = command_exit("export", "ckpt={}".format(inference_files["ldm"]), f"out_dir={disk / 'x'}")
+        left = sorted(p.name for p in disk.iterdir())
+    message = str(ended.code)
+    assert message.startswith(f"error: no space left on the device writing the exported model's file {disk}/."), message
+    assert message.endswith("(No space left on device); the files written before are intact: free space (or raise "
+                            "the quota) and run the same command again")  # fmt: skip
+    assert left == []  # neither out_dir nor the temporary folder beside it
+
+
+@pytest.mark.slow
+def test_the_sample_command_ends_with_the_line_and_status_1(tmp_path, inference_files):
+    """A real process: Hydra's own log folder under ``out_dir`` is where a file there first fails."""
+    proc = run_module("cxr_ldm.sample", "model={}".format(inference_files["ldm"]), "prompts=[Effusion.]",
+                      "out_dir={}".format(inference_files["file"]), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip() == _fill(INFERENCE["sample: out_dir is a file"][2], tmp_path, inference_files)
+
+
 # ------------------------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_the_train_command_ends_with_the_line_and_status_1(tmp_path, files, shared_data_dir):
@@ -294,6 +468,7 @@ def test_the_train_command_ends_with_the_line_and_status_1(tmp_path, files, shar
 def _all_messages() -> list[str]:
     out = [m for _, m in TRAIN.values()] + [m for _, m in HYDRA.values()]
     out += [m for _, _, m in PREPARE.values()] + [m for _, _, m in PHANTOM.values()]
+    out += [m for _, _, m in INFERENCE.values()]
     return out
 
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from cxr_ldm.data.image_files import load_image
 from cxr_ldm.utils.atomic import atomic_write, atomic_write_text, remove_stale_temporaries
+from cxr_ldm.utils.folders import first_existing
 from cxr_ldm.utils.hashing import state_dict_sha256
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ _ARCH_KEYS_IGNORED = ("use_checkpoint", "use_flash_attention")
 Encoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-class LatentCacheError(RuntimeError):
-    """A cache folder that cannot be used as it is (the message names the file and the fix)."""
+class LatentCacheError(ValueError):
+    """A cache folder that cannot be used as it is (the message names the file and the fix): a user error, one
+    line, in train and cache_latents alike."""
 
 
 # --------------------------------------------------------------------------------------------------- keys
@@ -132,9 +134,11 @@ class LatentCache:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
+            there = first_existing(self.folder)
+            why = f"{there} is a file" if there.exists() and not there.is_dir() else (error.strerror or str(error))
             raise LatentCacheError(
-                f"cannot create the latent cache folder {self.folder} ({error}); set data.latent_cache_dir "
-                "to a writable folder"
+                f"cannot create the latent cache folder {self.folder}: {why}; set data.latent_cache_dir to a "
+                "writable folder"
             ) from error
         rows = [i for s in todo for i in self.shard_rows(s)]
         loader = DataLoader(

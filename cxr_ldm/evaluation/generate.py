@@ -14,6 +14,7 @@ from cxr_ldm.metrics.sources import ImageSet, folder_set
 from cxr_ldm.models.components import ModelLoadError
 from cxr_ldm.pipelines import CXRLDMPipeline
 from cxr_ldm.pipelines.sample_folder import sample_to_folder
+from cxr_ldm.pipelines.settings import SamplingConfigError
 
 SAMPLES_DIR = "samples"
 
@@ -21,7 +22,8 @@ SAMPLES_DIR = "samples"
 def load_pipeline(inputs: Inputs) -> CXRLDMPipeline:
     try:
         pipe = CXRLDMPipeline.load(inputs.model_path, text_encoder=option(inputs.cfg, "text_encoder"))
-    except (ModelLoadError, FileNotFoundError) as err:
+        inputs.sampling.check_for(pipe)
+    except (ModelLoadError, FileNotFoundError, SamplingConfigError) as err:
         raise EvaluationError(str(err)) from err
     return pipe.to(inputs.device)
 

@@ -20,10 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from cxr_ldm.metrics.sources import ImageSet, folder_set, report_excerpts, split_set
 from cxr_ldm.models.components import ModelLoadError
 from cxr_ldm.models.loading import existing_path, model_kind
-from cxr_ldm.pipelines.prompts import PromptError, collect_prompts
+from cxr_ldm.pipelines.prompts import PromptError, check_prompt_lengths, collect_prompts
 from cxr_ldm.pipelines.sample_folder import SAMPLES_FILE, read_samples
 from cxr_ldm.pipelines.settings import SamplingSettings
 from cxr_ldm.utils.devices import resolve_device
+from cxr_ldm.utils.folders import OutputFolderError, check_output_folder
 
 _ABSENT = object()
 # what a measure can need (registry.Measure.needs)
@@ -93,10 +94,14 @@ class Inputs:
             sampling = SamplingSettings.from_config(option(cfg, "sampling"))
         except ValueError as err:
             raise EvaluationError(str(err)) from err
+        try:
+            out_dir = check_output_folder(str(option(cfg, "out_dir")))
+        except OutputFolderError as err:
+            raise EvaluationError(str(err)) from err
         data_dir = path_option(cfg, "data_dir")
         real = _real_set(cfg, data_dir)
         inputs = cls(
-            cfg=cfg, names=names, out_dir=Path(str(option(cfg, "out_dir"))).expanduser(), device=device,
+            cfg=cfg, names=names, out_dir=out_dir, device=device,
             sampling=sampling, seed=int(option(cfg, "seed")), batch_size=int(option(cfg, "batch_size")),
             num_workers=int(option(cfg, "num_workers")), progress=bool(option(cfg, "progress")),
             cache_dir=path_option(cfg, "cache_dir"), data_dir=data_dir,
@@ -151,6 +156,21 @@ class Inputs:
                     "sampling needs prompts: give sampling.prompts=[...] or sampling.prompts_file=FILE, or "
                     "data_dir= to draw them from the split's reports"
                 )
+        if self.model_path is not None:
+            self._check_sampling()
+
+    def _check_sampling(self) -> None:
+        """What sampling from ``model=`` will use: a count, and prompts the text encoder reads whole."""
+        n = option(self.cfg, "sampling.n")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise EvaluationError(f"sampling.n={n} must be an integer >= 1 (the number of images to generate)")
+        truncate = bool(option(self.cfg, "truncate_prompts"))
+        try:
+            if self.has_prompt_list:
+                check_prompt_lengths(self._listed_prompts(), "sampling.prompts", truncate)
+            check_prompt_lengths(self.report_prompts(), "report.prompts", truncate)
+        except PromptError as err:
+            raise EvaluationError(str(err)) from err
 
     def _check_train(self, wanted: list[str]) -> None:
         train_dir = path_option(self.cfg, "train_dir")
@@ -185,6 +205,14 @@ class Inputs:
         except PromptError as err:
             raise EvaluationError(str(err)) from err
 
+    def _listed_prompts(self) -> list[str]:
+        try:
+            return collect_prompts(
+                option(self.cfg, "sampling.prompts"), option(self.cfg, "sampling.prompts_file"), "sampling.prompts"
+            )
+        except PromptError as err:
+            raise EvaluationError(str(err)) from err
+
     @property
     def has_prompt_list(self) -> bool:
         return bool(option(self.cfg, "sampling.prompts")) or bool(option(self.cfg, "sampling.prompts_file"))
@@ -203,13 +231,7 @@ class Inputs:
         or report excerpts of the split's images in a seeded order; the source rows (indices into
         ``texts``, for per-pathology labels) only for excerpts."""
         if self.has_prompt_list:
-            try:
-                listed = collect_prompts(
-                    option(self.cfg, "sampling.prompts"), option(self.cfg, "sampling.prompts_file"),
-                    "sampling.prompts",
-                )  # fmt: skip
-            except PromptError as err:
-                raise EvaluationError(str(err)) from err
+            listed = self._listed_prompts()
             return [listed[k % len(listed)] for k in range(n)], f"list of {len(listed)} prompts, cycled", None
         assert self.texts is not None
         excerpts = report_excerpts(self.texts, seed=self.seed)

@@ -15,19 +15,24 @@ No pickle is involved in reading, so a downloaded folder cannot run code on load
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cxr_ldm.models.components import LDMComponents, ModelLoadError, check_unet_fits
 from cxr_ldm.models.text_encoder import build_text_encoder
 from cxr_ldm.utils.atomic import atomic_folder
+from cxr_ldm.utils.folders import check_output_folder
 
 INDEX_FILE = "model_index.json"
+EXPORTED_CLASS = "CXRLDMPipeline"  # model_index.json's _class_name of our exports
 FORMAT_VERSION = 1
 NETWORK_WEIGHTS = "diffusion_pytorch_model.safetensors"
 TEXT_WEIGHTS = "model.safetensors"
@@ -53,29 +58,45 @@ def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
+def _save_weights(module: torch.nn.Module, path: Path) -> None:
+    """safetensors' writer reports I/O failures as its own error type; as an ``OSError`` a full disk reads as one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        save_file(_tensors(module), str(path))
+    except SafetensorError as error:
+        code = errno.ENOSPC if "os error 28" in str(error) else errno.EIO
+        raise OSError(code, os.strerror(code) if code == errno.ENOSPC else str(error), str(path)) from error
+
+
+def check_export_folder(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """The folder to export into, if it can be: a folder (or none yet), empty unless ``overwrite``."""
+    out = check_output_folder(out_dir)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ModelLoadError(f"out_dir={str(out)!r} exists and is not empty: choose another folder or overwrite=true")
+    return out
+
+
 def write_exported(components: LDMComponents, out_dir: str | Path, model_card: str, overwrite: bool = False) -> Path:
     """Write the folder next to ``out_dir`` first and move it into place, so ``out_dir`` is never half-written."""
-    out = Path(out_dir).expanduser()
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ModelLoadError(f"out_dir={str(out)!r} exists and is not empty: choose another folder or overwrite=true")
+    out = check_export_folder(out_dir, overwrite)
     if components.text_encoder is None:
         raise ModelLoadError("cannot export a model without a text encoder")
     with atomic_folder(out) as tmp:
         for name, module in (("autoencoder", components.autoencoder), ("unet", components.unet)):
             _write_json(tmp / name / "config.json", components.configs[name])
-            save_file(_tensors(module), str(tmp / name / NETWORK_WEIGHTS))
+            _save_weights(module, tmp / name / NETWORK_WEIGHTS)
         text_cfg = dict(components.configs["text_encoder"])
         text = components.text_encoder
         if text.persist_weights:
             (tmp / "text_encoder").mkdir(parents=True, exist_ok=True)
-            save_file(_tensors(text), str(tmp / "text_encoder" / TEXT_WEIGHTS))
+            _save_weights(text, tmp / "text_encoder" / TEXT_WEIGHTS)
             text_cfg["stored_weights"] = TEXT_WEIGHTS
         _write_json(tmp / "text_encoder" / "config.json", text_cfg)
         _write_json(tmp / SCHEDULER_CONFIG, components.schedule)
         _write_json(
             tmp / INDEX_FILE,
             {
-                "_class_name": "CXRLDMPipeline",
+                "_class_name": EXPORTED_CLASS,
                 "format_version": FORMAT_VERSION,
                 **CLASSES,
                 "scale_factor": float(components.scale_factor),
@@ -114,7 +135,7 @@ def read_exported(folder: str | Path, with_text_encoder: bool = True) -> LDMComp
     """Components of an exported folder (JSON and safetensors only)."""
     root = Path(folder).expanduser()
     index = _read_json(root / INDEX_FILE)
-    if index.get("_class_name") != "CXRLDMPipeline":
+    if index.get("_class_name") != EXPORTED_CLASS:
         raise ModelLoadError(f"{root / INDEX_FILE} is not a cxr_ldm export (_class_name {index.get('_class_name')!r})")
     ae_cfg = _read_json(root / "autoencoder" / "config.json")
     unet_cfg = _read_json(root / "unet" / "config.json")

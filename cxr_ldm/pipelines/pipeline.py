@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cxr_ldm.data.tokenization import count_tokens, tokenize
+from cxr_ldm.data.tokenization import tokenize
 from cxr_ldm.models.components import LDMComponents, ModelLoadError, read_ldm_checkpoint
 from cxr_ldm.models.exported import read_exported, write_exported
 from cxr_ldm.models.loading import existing_path, read_components
 from cxr_ldm.models.monai_bundle import SD21_TEXT_ENCODER_HINT, read_monai_bundle
+from cxr_ldm.pipelines.prompts import over_length
 from cxr_ldm.pipelines.schedulers import SAMPLERS, make_sampler
 
 # Defaults of models this project trains: the fastest sampler that matched DDIM-50 on the demo model was DDIM-50
@@ -118,13 +119,10 @@ class CXRLDMPipeline:
 
     def prompt_problems(self, prompts: Sequence[str]) -> list[str]:
         """Why prompts cannot be used as given (empty, over the context length): for CLIs and the app."""
-        problems = []
-        for i, prompt in enumerate(prompts):
-            if not str(prompt).strip():
-                problems.append(f"prompt {i} is empty")
-            elif (n := count_tokens(str(prompt), self.context_length)) > self.context_length:
-                problems.append(f"prompt {i} has {n} tokens, over the {self.context_length} the text encoder reads")
-        return problems
+        problems = {i: f"prompt {i} is empty" for i, prompt in enumerate(prompts) if not str(prompt).strip()}
+        for i, n in over_length(prompts, self.context_length):
+            problems[i] = f"prompt {i} has {n} tokens, over the {self.context_length} the text encoder reads"
+        return [problems[i] for i in sorted(problems)]
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:

@@ -19,12 +19,13 @@ from PIL import Image
 
 from cxr_ldm.data.tokenization import tokenize
 from cxr_ldm.pipelines.pipeline import CXRLDMPipeline
-from cxr_ldm.pipelines.prompts import collect_prompts
+from cxr_ldm.pipelines.prompts import check_prompt_lengths, collect_prompts
 from cxr_ldm.pipelines.sample_folder import sample_to_folder
 from cxr_ldm.pipelines.settings import SamplingSettings
 from cxr_ldm.utils.atomic import atomic_write
 from cxr_ldm.utils.devices import resolve_device
 from cxr_ldm.utils.figures import captioned_panels
+from cxr_ldm.utils.folders import check_output_folder
 from cxr_ldm.utils.images import image_grid, save_png
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def _model_path(cfg: DictConfig) -> str:
 
 
 def _warn_truncation(prompts: list[str]) -> None:
-    """Over-long prompts are cut at 77 tokens, as in training; say so in the log."""
+    """With ``truncate_prompts=true`` over-long prompts are cut at 77 tokens, as in training; say so in the log."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tokenize(prompts, warn_truncation=True)
@@ -65,17 +66,21 @@ def sample_as_configured(cfg: DictConfig) -> dict[str, Any]:
     n = int(cfg.n_per_prompt)
     if n < 1:
         raise SampleConfigError(f"n_per_prompt= must be >= 1, got {n}")
+    truncate = bool(cfg.get("truncate_prompts", False))
+    check_prompt_lengths(prompts, "prompts", truncate)
     settings = SamplingSettings.from_config(OmegaConf.to_container(cfg.sampling, resolve=True))
     device = resolve_device(str(cfg.device))
-    _warn_truncation(prompts)
+    out_dir = check_output_folder(cfg.out_dir)
+    if truncate:
+        _warn_truncation(prompts)
     pipe = CXRLDMPipeline.load(model, text_encoder=cfg.get("text_encoder")).to(device)
+    settings.check_for(pipe)
 
     all_prompts = [p for p in prompts for _ in range(n)]
     seeds = [settings.seed + k for k in range(len(all_prompts))]
     names = [f"{i:02d}_{j:03d}.png" for i in range(len(prompts)) for j in range(n)]
     grids = [{"file": f"grid_{i:02d}.png", "prompt": prompt} for i, prompt in enumerate(prompts)]
     log.info("sampling %d images (%d prompts x %d) on %s", len(all_prompts), len(prompts), n, device)
-    out_dir = Path(cfg.out_dir).expanduser()
     manifest = sample_to_folder(
         pipe, all_prompts, seeds, out_dir, settings, model=str(Path(model).resolve()), names=names,
         progress=bool(cfg.progress), extra={"grids": grids, "overview": "prompt_grid.png"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -56,9 +57,23 @@ class SamplingSettings:
             batch_size=number("batch_size", int, 1, 8),
             seed=number("seed", int, None, 0),
         )
+        guidance = settings.guidance_scale
+        if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+            raise SamplingConfigError(
+                f"{prefix}.guidance_scale={guidance} must be a finite number >= 0 (1 = no guidance; the models here "
+                "use 7)"
+            )
         if settings.eta and settings.sampler not in (None, "ddim"):
             raise SamplingConfigError(f"{prefix}.eta applies to sampler=ddim only (got sampler={settings.sampler})")
         return settings
+
+    def check_for(self, pipe: Any, prefix: str = "sampling") -> None:
+        """What only the loaded model can tell: no more steps than its noise schedule has timesteps."""
+        limit = int(pipe.schedule["num_train_timesteps"])
+        if self.steps is not None and self.steps > limit:
+            raise SamplingConfigError(
+                f"{prefix}.steps={self.steps} is more than the model's {limit} diffusion timesteps: use at most {limit}"
+            )
 
     def call_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``CXRLDMPipeline.__call__``."""

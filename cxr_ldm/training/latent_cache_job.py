@@ -3,11 +3,32 @@ data, image size, autoencoder and cache key): the work of ``python -m cxr_ldm.ca
 
 from __future__ import annotations
 
+from typing import Any
+
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cxr_ldm.data.latent_cache import ensure_latent_cache
 from cxr_ldm.utils.devices import resolve_device
+
+SPLITS = ("train", "validate", "test")  # the manifests prepare writes
+DEFAULT_SPLITS = ("train", "validate")  # what stage 2 reads
+
+
+def cache_splits(given: Any) -> list[str]:
+    """``+cache_splits=`` as a list of known split names (one name alone is a list of one)."""
+    if given is None:
+        return list(DEFAULT_SPLITS)
+    if OmegaConf.is_config(given):
+        given = OmegaConf.to_container(given)
+    names = [given] if isinstance(given, str) else [str(s) for s in given]
+    unknown = [s for s in names if s not in SPLITS]
+    if unknown or not names:
+        raise ValueError(
+            f"cache_splits={names}: {'unknown split ' + repr(unknown[0]) if unknown else 'no split'}; give a list "
+            f"of {', '.join(SPLITS)} (e.g. +cache_splits=[train,validate])"
+        )
+    return names
 
 
 def cache_latents_as_configured(cfg: DictConfig) -> dict[str, int]:
@@ -21,6 +42,7 @@ def cache_latents_as_configured(cfg: DictConfig) -> dict[str, int]:
             "cache_latents needs the stage-1 checkpoint of the stage-2 run: model.autoencoder_ckpt=AEKL.ckpt "
             "(with experiment=ldm or ldm_phantom)"
         )
+    splits = cache_splits(cfg.get("cache_splits"))
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()  # phantom data are made on first use
     arch, state = read_autoencoder_checkpoint(cfg.model.autoencoder_ckpt)
@@ -29,7 +51,7 @@ def cache_latents_as_configured(cfg: DictConfig) -> dict[str, int]:
     autoencoder.load_state_dict(state)
     autoencoder.to(device).eval()
     sizes = {}
-    for split in cfg.get("cache_splits") or ["train", "validate"]:
+    for split in splits:
         store = ensure_latent_cache(
             datamodule.data_dir, split, cfg.data.image_size, autoencoder, arch=arch,
             cache_dir=cfg.data.get("latent_cache_dir"), shard_size=cfg.data.get("latent_cache_shard_size", 1024),

@@ -13,6 +13,7 @@ import hydra
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
+from cxr_ldm.utils.folders import describe_folder_error
 from cxr_ldm.utils.overrides import check_override_types
 
 HYDRA_FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -89,12 +90,33 @@ def hydra_command(config_path: str, config_name: str) -> Callable[[Callable[[Dic
                 if state["started"] or state["given"] or os.environ.get(TRACEBACK):
                     raise
                 sys.exit(f"error: {hydra_error_line(error)}")
+            except OSError as error:  # Hydra's own log folder (out_dir/.hydra_logs): made before the task runs
+                if state["started"] or os.environ.get(TRACEBACK):
+                    raise
+                sys.exit(f"error: {log_folder_error_line(error, sys.argv[1:])}")
             finally:
                 _set_env(HYDRA_FULL_ERROR, state["given"])
 
         return main
 
     return decorate
+
+
+def log_folder_error_line(error: OSError, overrides: list[str]) -> str:
+    """One line for Hydra failing to make its log folder: the override whose folder holds it is named
+    (``out_dir=FILE``: "out_dir=FILE is a file, not a folder ...")."""
+    failed = os.path.abspath(str(error.filename or ""))
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if not sep or not value:
+            continue
+        folder = os.path.abspath(os.path.expanduser(value))
+        if failed == folder or failed.startswith(folder.rstrip(os.sep) + os.sep):
+            return describe_folder_error(value, error, key)
+    return (
+        f"cannot create the command's log folder {error.filename}: {error.strerror or error}; give an out_dir= "
+        "(or hydra.run.dir=) on a writable file system"
+    )
 
 
 def hydra_error_line(error: BaseException) -> str:

@@ -25,7 +25,7 @@ from monai.networks.nets import AutoencoderKL
 
 from cxr_ldm.data.datamodule import CXRDataModule
 from cxr_ldm.data.dataset import load_image
-from cxr_ldm.data.latent_cache import LatentCache, ensure_latent_cache
+from cxr_ldm.data.latent_cache import LatentCache, LatentCacheError, ensure_latent_cache
 from cxr_ldm.models.diffusion import read_autoencoder_checkpoint
 from cxr_ldm.utils import resolvers  # noqa: F401  (${cwd:} in the paths config)
 
@@ -184,7 +184,7 @@ def test_a_killed_build_resumes_with_the_shards_it_finished(tmp_path: Path, prep
     (folder / ".shard_00002.npy.999.tmp").write_bytes(b"half a shard")  # what a kill during a write leaves
     before = {name: (folder / name).stat().st_mtime_ns for name in finished}
 
-    with pytest.raises(RuntimeError, match="lacks .* shards"):
+    with pytest.raises(LatentCacheError, match="lacks .* shards"):
         cache.reader()
     resumed = ensure_latent_cache(prepared_dir, "train", SIZE, ae, arch, cache_dir=folder.parent, shard_size=4)
     assert resumed.cache.folder == folder and resumed.cache.complete()
