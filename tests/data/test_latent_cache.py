@@ -193,22 +193,17 @@ def test_a_killed_build_resumes_with_the_shards_it_finished(tmp_path: Path, prep
         torch.testing.assert_close(a, b, **FP16)
 
 
-def test_ranks_split_the_shards(tmp_path: Path, prepared_dir: Path, tiny_ae_ckpt: Path, caplog):
-    """Two ranks (threads meeting at a real barrier): rank r encodes shards r, r+2, ... and nothing twice."""
-    import logging
+def _two_ranks(tiny_ae_ckpt: Path, build, timeout: float = 120) -> dict:
+    """Rank 0 and 1 as threads meeting at a real barrier: ``build(rank, ae, arch, barrier)`` in each; their stores."""
     import threading
 
-    caplog.set_level(logging.INFO, logger="cxr_ldm.data.latent_cache")
-    meeting = threading.Barrier(2, timeout=120)
+    meeting = threading.Barrier(2, timeout=timeout)
     stores, errors = {}, []
 
     def rank(r: int) -> None:
         try:
             ae, arch = _autoencoder(tiny_ae_ckpt)
-            stores[r] = ensure_latent_cache(
-                prepared_dir, "train", SIZE, ae, arch, cache_dir=tmp_path / "c", shard_size=4,
-                rank=r, world_size=2, barrier=meeting.wait, progress=False,
-            )  # fmt: skip
+            stores[r] = build(r, ae, arch, meeting.wait)
         except Exception as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
@@ -218,6 +213,18 @@ def test_ranks_split_the_shards(tmp_path: Path, prepared_dir: Path, tiny_ae_ckpt
     for t in threads:
         t.join()
     assert not errors, errors
+    return stores
+
+
+def test_ranks_split_the_shards(tmp_path: Path, prepared_dir: Path, tiny_ae_ckpt: Path, caplog):
+    """Two ranks: rank r encodes shards r, r+2, ... and nothing twice."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="cxr_ldm.data.latent_cache")
+    stores = _two_ranks(tiny_ae_ckpt, lambda r, ae, arch, barrier: ensure_latent_cache(
+        prepared_dir, "train", SIZE, ae, arch, cache_dir=tmp_path / "c", shard_size=4,
+        rank=r, world_size=2, barrier=barrier, progress=False,
+    ))  # fmt: skip
     n = stores[0].cache.n_shards
     assert n >= 4 and stores[0].cache.complete()
     lines = sorted(m for m in caplog.messages if "encoded" in m)
@@ -236,34 +243,20 @@ def test_a_rank_that_finds_the_cache_already_built_still_meets_the_others(
     has nothing to encode, yet it must reach the barrier rank 0 waits in (CI hung 900 s on a DDP training run when
     a slow rank 1 found the validation shard written and went on without it)."""
     import logging
-    import threading
     import time
 
     caplog.set_level(logging.INFO, logger="cxr_ldm.data.latent_cache")
-    meeting = threading.Barrier(2, timeout=60)
-    stores, errors = {}, []
     folder = tmp_path / "c"
 
-    def rank(r: int) -> None:
-        try:
-            ae, arch = _autoencoder(tiny_ae_ckpt)
-            if r == 1:  # the slow rank: the one shard is written before it looks
-                deadline = time.monotonic() + 120
-                while not list(folder.glob("*/shard_00000.npy")) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-            stores[r] = ensure_latent_cache(
-                prepared_dir, "validate", SIZE, ae, arch, cache_dir=folder, shard_size=10_000,
-                rank=r, world_size=2, barrier=meeting.wait, progress=False,
-            )  # fmt: skip
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
+    def build(r, ae, arch, barrier):
+        if r == 1:  # the slow rank: the one shard is written before it looks
+            deadline = time.monotonic() + 120
+            while not list(folder.glob("*/shard_00000.npy")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return ensure_latent_cache(prepared_dir, "validate", SIZE, ae, arch, cache_dir=folder, shard_size=10_000,
+                                   rank=r, world_size=2, barrier=barrier, progress=False)  # fmt: skip
 
-    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    stores = _two_ranks(tiny_ae_ckpt, build, timeout=60)
     assert stores[0].cache.n_shards == 1 and stores[1].cache.complete()
     name = stores[0].cache.folder.name
     assert sorted(m for m in caplog.messages if "encoded" in m) == [
