@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -39,6 +40,9 @@ from lightning.pytorch.strategies import DDPStrategy, Strategy
 from lightning.pytorch.utilities import rank_zero_info
 
 log = logging.getLogger(__name__)
+
+# how long Lightning's child-process observer waits, after it sees a dead rank, before it SIGKILLs rank 0
+OBSERVER_GRACE_S = 60.0
 
 
 def fix_hydra_multirun_children(trainer: Trainer) -> bool:
@@ -161,9 +165,32 @@ def kill_started_ranks_at_exit(trainer: Trainer) -> None:
     atexit.register(kill)
 
 
+def patient_child_observer(grace_s: float = OBSERVER_GRACE_S) -> bool:
+    """Let Lightning's child-process observer (a thread of rank 0 that polls the ranks it started every 5 s)
+    wait ``grace_s`` after it sees a dead rank before it SIGKILLs everything, rank 0 included. Rank 0 usually sees
+    the loss itself at its next collective and reports it in one line; without the wait the observer could poll
+    first and cut rank 0 off silently (seen on CI: exit -9, no message). True if an observer was found."""
+    for thread in threading.enumerate():
+        terminate = getattr(thread, "_terminate_all", None)
+        if thread.name == "child-process-observer" and callable(terminate):
+
+            def terminate_later(terminate: Any = terminate) -> None:
+                time.sleep(grace_s)
+                terminate()
+
+            thread._terminate_all = terminate_later  # type: ignore[attr-defined]
+            return True
+    return False
+
+
 class ReportLostRank(Callback):
     """Rank 0 under DDP, on a collective that lost another rank: :func:`kill_started_ranks_at_exit` at once
-    (``on_exception`` comes before Lightning's teardown), so that the observer leaves rank 0 the time to say so."""
+    (``on_exception`` comes before Lightning's teardown), so that the observer leaves rank 0 the time to say so;
+    and from the start of fitting the observer waits before it kills (:func:`patient_child_observer`)."""
+
+    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if trainer.global_rank == 0 and trainer.world_size > 1:
+            patient_child_observer()
 
     def on_exception(self, trainer: Trainer, pl_module: Any, exception: BaseException) -> None:
         if trainer.global_rank == 0 and lost_rank_error(exception, trainer, None) is not None:
