@@ -25,7 +25,9 @@ Rules a radiologist labelling CheXpert would apply, written down:
   healed granulomatous disease, benign, and labels nothing.
 * Sides (pleural effusion, pneumothorax, consolidation): the nearest side phrase in the mention's clause;
   "bilateral", "both", "bibasilar", "right and left", "left greater than right" name both sides. A negated
-  mention without a side is absent on both sides; a present or uncertain one without a side is not scored.
+  mention without a side is absent on both sides; a present or uncertain one without a side is not scored,
+  unless it is plural ("small effusions", "pneumothoraces"): two pleural spaces, both sides.
+* A whole report is read from its FINDINGS and IMPRESSION (:func:`reported_text`).
 * Assertion of one mention: not current (history of, evaluate for) -> not labelled; else uncertain -> -1;
   else negated -> 0; else 1. A statement of normal is 0 whatever its cues.
 * Across the mentions of one column (in all sentences): present beats uncertain beats absent (CheXpert).
@@ -44,6 +46,7 @@ from typing import Any
 
 import yaml
 
+from cxr_ldm.data.reports import parse_report
 from cxr_ldm.phantom.schema import FINDING_COLUMNS
 
 PRESENT, ABSENT, UNCERTAIN = 1, 0, -1
@@ -109,6 +112,7 @@ def _sides() -> dict[str, re.Pattern[str]]:
         "stop": re.compile(sides["stop"]),
         "after_lead": re.compile(sides["after_lead"]),
         "after_free": re.compile(sides["after_free"]),
+        "plural_both": re.compile(sides["plural_both"]),
     }
 
 
@@ -211,6 +215,8 @@ def _mentions(doc) -> Iterable[tuple[TargetRule, int, tuple[str, ...]]]:
                 sides = _side_of(text, ent.start_char - offset, ent.end_char - offset, before_from, after_to)
                 if not sides and value != ABSENT:  # "right lower lobe opacity may represent consolidation"
                     sides = _side_of(text, ent.start_char - offset, ent.end_char - offset, 0, len(text))
+                if not sides and value != ABSENT and _sides()["plural_both"].search(ent.text.lower()):
+                    sides = ("left", "right")
             yield rule, value, sides
 
 
@@ -237,17 +243,29 @@ def _labels_of_doc(doc) -> dict[str, int]:
     return {c: out[c] for c in LABEL_COLUMNS if c in out}
 
 
+def reported_text(text: str) -> str:
+    """What is labelled: a whole report's FINDINGS and IMPRESSION sections when it has them (its INDICATION,
+    HISTORY or COMPARISON say what was asked or seen before, not what this image shows); otherwise the text."""
+    text = text.strip()
+    if ":" not in text and "\n" not in text:  # a sentence or a prompt: no section headers
+        return text
+    sections = parse_report(text)
+    if sections.findings or sections.impression:
+        return f"{sections.findings} {sections.impression}".strip()
+    return text
+
+
 @lru_cache(maxsize=65536)
 def _read_cached(text: str) -> tuple[tuple[str, int], ...]:
-    return tuple(_labels_of_doc(pipeline()(text)).items())
+    return tuple(_labels_of_doc(pipeline()(reported_text(text))).items())
 
 
 def read_findings(text: str) -> dict[str, int]:
-    """``{column: 1 present / 0 absent / -1 uncertain}`` for the columns ``text`` (a sentence or a report)
-    names, in :data:`LABEL_COLUMNS` order."""
+    """``{column: 1 present / 0 absent / -1 uncertain}`` for the columns ``text`` (a sentence, a prompt or a
+    whole report, see :func:`reported_text`) names, in :data:`LABEL_COLUMNS` order."""
     if not isinstance(text, str):
         raise TypeError(f"report text must be a string, got {type(text).__name__}")
-    return dict(_read_cached(text.strip()))
+    return dict(_read_cached(text))
 
 
 def named_findings(text: str) -> dict[str, int]:
@@ -258,4 +276,4 @@ def named_findings(text: str) -> dict[str, int]:
 def label_texts(texts: Sequence[str], batch_size: int = 256) -> list[dict[str, int]]:
     """:func:`read_findings` of many texts, through spaCy's batched ``pipe`` (no cache)."""
     nlp = pipeline()
-    return [_labels_of_doc(doc) for doc in nlp.pipe((t.strip() for t in texts), batch_size=batch_size)]
+    return [_labels_of_doc(doc) for doc in nlp.pipe((reported_text(t) for t in texts), batch_size=batch_size)]
