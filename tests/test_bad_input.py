@@ -366,7 +366,7 @@ INFERENCE = {  # case id: (command, arguments, the exact line; <tmp> = the test'
         f"error: examples[1] {TOO_LONG}"),
     "app: a model folder of another project": ("app", ["model={other}"], f"error: model='{{other}}' {OTHER}"),
     "app: more steps than the model has timesteps": ("app", ["model={ldm}", "max_steps=5000"],
-        "error: max_steps=5000 is more than the model's 1000 timesteps"),
+        "error: max_steps=5000 is more than the model's 1000 diffusion timesteps: use at most 1000"),
     "cache_latents: unknown split": ("cache_latents", [*CACHE, "+cache_splits=[trian]"],
         "error: cache_splits=['trian']: unknown split 'trian'; give a list of train, validate, test (e.g. "
         "+cache_splits=[train,validate])"),

@@ -16,6 +16,16 @@ class SamplingConfigError(ValueError):
     """A wrong ``sampling.*`` value; the message names the option and what it accepts."""
 
 
+def check_steps_for(pipe: Any, steps: int, option: str) -> None:
+    """No more sampling steps than the model's noise schedule has timesteps; ``option`` is the name the user
+    set (``sampling.steps`` for sample and evaluate, ``max_steps`` for the app)."""
+    limit = int(pipe.schedule["num_train_timesteps"])
+    if steps > limit:
+        raise SamplingConfigError(
+            f"{option}={steps} is more than the model's {limit} diffusion timesteps: use at most {limit}"
+        )
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     """``None`` means the model's own default (``pipe.default_sampler`` and so on)."""
@@ -69,11 +79,8 @@ class SamplingSettings:
 
     def check_for(self, pipe: Any, prefix: str = "sampling") -> None:
         """What only the loaded model can tell: no more steps than its noise schedule has timesteps."""
-        limit = int(pipe.schedule["num_train_timesteps"])
-        if self.steps is not None and self.steps > limit:
-            raise SamplingConfigError(
-                f"{prefix}.steps={self.steps} is more than the model's {limit} diffusion timesteps: use at most {limit}"
-            )
+        if self.steps is not None:
+            check_steps_for(pipe, self.steps, f"{prefix}.steps")
 
     def call_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``CXRLDMPipeline.__call__``."""

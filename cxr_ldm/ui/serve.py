@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cxr_ldm.pipelines.prompts import check_prompt_lengths, collect_prompts
+from cxr_ldm.pipelines.settings import check_steps_for
 
 
 class AppConfigError(ValueError):
@@ -74,11 +75,7 @@ def serve_as_configured(cfg: DictConfig) -> None:
     pipe = CXRLDMPipeline.load(model, text_encoder=cfg.get("text_encoder")).to(
         resolve_device(str(cfg.device))
     )
-    timesteps = int(pipe.schedule["num_train_timesteps"])
-    if options["limits"][1] > timesteps:
-        raise AppConfigError(
-            f"max_steps={options['limits'][1]} is more than the model's {timesteps} timesteps"
-        )
+    check_steps_for(pipe, options["limits"][1], "max_steps")
     from cxr_ldm.ui.generation import Generator, Limits, model_note, model_summary
     from cxr_ldm.ui.gradio_app import build_app, launch  # gradio: seconds to import, so after the checks
 
