@@ -137,6 +137,10 @@ TRAIN = {  # case id: (overrides, the exact line; <tmp> = the test's folder, {na
                            "callbacks.sample_grid.prompts=[]"],
         "error: callbacks.sample_grid: SampleGridCallback needs at least one prompt"),
     "unknown NaN action": (["nonfinite.action=ignore"], "error: nonfinite.action must be stop or skip, got 'ignore'"),
+    "latent cache on stage 1": (["data.latent_cache=true"],
+        "error: data.latent_cache=true caches the latents of a stage-2 model's frozen autoencoder, but this run "
+        "trains AutoencoderKLModule: use it with a LatentDiffusionModule (e.g. experiment=ldm), or set "
+        "data.latent_cache=false"),
     "impossible value: DDP timeout": (["ddp_timeout_s=0"],
         "error: ddp_timeout_s=0: must be a positive number of seconds (or null: Lightning's default)"),
 }  # fmt: skip

@@ -14,7 +14,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from cxr_ldm.data.dataset import EpochSampler, PreparedSplit
 from cxr_ldm.data.excerpts import ExcerptSampler
-from cxr_ldm.data.latent_cache import SHARD_SIZE, LatentStore, ensure_latent_cache
+from cxr_ldm.data.latent_cache import SHARD_SIZE, LatentCacheError, LatentStore, ensure_latent_cache
 from cxr_ldm.data.tokenization import CONTEXT_LENGTH
 from cxr_ldm.utils.plain import to_plain
 
@@ -117,7 +117,7 @@ class CXRDataModule(LightningDataModule):
         module = trainer.lightning_module if trainer is not None else None
         if module is None or not (hasattr(module, "encode_latents") and hasattr(module, "autoencoder")):
             kind = type(module).__name__ if module is not None else "no LightningModule"
-            raise RuntimeError(
+            raise LatentCacheError(
                 f"data.latent_cache=true caches the latents of a stage-2 model's frozen autoencoder, but this "
                 f"run trains {kind}: use it with a LatentDiffusionModule (e.g. experiment=ldm), or set "
                 "data.latent_cache=false"

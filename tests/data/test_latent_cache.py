@@ -285,7 +285,7 @@ def test_stage_one_with_a_cache_stops_with_a_clear_message(tmp_path: Path, prepa
         perceptual_weight=0.0,
     )
     trainer = quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0)
-    with pytest.raises(RuntimeError, match="this run trains AutoencoderKLModule.*data.latent_cache=false"):
+    with pytest.raises(LatentCacheError, match="this run trains AutoencoderKLModule.*data.latent_cache=false"):
         trainer.fit(module, datamodule=_dm(prepared_dir, tmp_path / "cache"))
 
 
