@@ -9,9 +9,9 @@ Who decides what:
 * **negation, uncertainty and not-current (historical, hypothetical) scope: negspacy's NegEx** (spaCy based,
   runs offline on a blank English tokenizer, no model). Three NegEx passes over the same mentions, one per
   assertion, each with its cue lists (pseudo, preceding, following, termination) from ``report_rules.yaml``.
-  medspaCy's ConText was the first choice and reads these sentences as well, but every medspaCy release pins
-  ``spacy<3.8`` on Python < 3.12, whose thinc needs ``numpy<2``: it cannot be installed beside this project's
-  numpy 2 (pandas 3 needs it), so pip cannot resolve it.
+  medspaCy's ConText was the first choice, but every medspaCy release pins ``spacy<3.8`` on Python < 3.12,
+  whose thinc does not import beside numpy 2; measured in a venv of its own it also reads fewer of the
+  phrasing suite's texts right (``benchmarks/medspacy_context.py``, docs/evaluation.md).
 * **ours, as data** (``report_rules.yaml``): the target phrases of each column, the CXR cues NegEx's clinical
   lists lack ("resolved", "no longer seen", "removed", "interval clearing of", pseudo-cues such as "no change
   in"), statements of normal ("heart size is normal", "sharp costophrenic angles", "no acute cardiopulmonary

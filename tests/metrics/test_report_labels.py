@@ -7,40 +7,17 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
+from phrasing_suite import compared_labels, expected_labels, load_suite
 
 from cxr_ldm.metrics import adherence
 from cxr_ldm.metrics.report_labels import (
     LABEL_COLUMNS,
-    PATHOLOGY_COLUMNS,
     label_texts,
     named_findings,
     read_findings,
 )
-from cxr_ldm.phantom.schema import FINDING_COLUMNS
 
-SUITE = yaml.safe_load((Path(__file__).with_name("phrasing_suite.yaml")).read_text(encoding="utf-8"))
-
-
-def _expected(case: dict) -> dict[str, int]:
-    base = dict.fromkeys(PATHOLOGY_COLUMNS, 0) if case.get("columns") == "normal" else {}
-    return {**base, **case["labels"]}
-
-
-# the columns the held-out check of real reports scores (issue 18): cardiomegaly, sided effusion and
-# pneumothorax, nodule / mass
-SCORED_COLUMNS = (
-    "cardiomegaly", "pleural_effusion_left", "pleural_effusion_right", "pneumothorax_left", "pneumothorax_right",
-    "nodule", "mass",
-)  # fmt: skip
-
-
-def _got(case: dict, labels: dict[str, int]) -> dict[str, int]:
-    if case.get("columns") == "phantom":
-        return {c: v for c, v in labels.items() if c in FINDING_COLUMNS}
-    if case.get("columns") == "scored":
-        return {c: v for c, v in labels.items() if c in SCORED_COLUMNS}
-    return labels
+SUITE = load_suite()
 
 
 def test_the_suite_covers_what_the_issue_lists():
@@ -60,7 +37,7 @@ def test_phrasing_suite():
     results = label_texts([c["text"] for c in SUITE])
     wrong = []
     for case, labels in zip(SUITE, results, strict=True):
-        got, expected = _got(case, labels), _expected(case)
+        got, expected = compared_labels(case, labels), expected_labels(case)
         if got != expected:
             wrong.append(f"[{case['group']}] {case['text']!r}\n    expected {expected}\n    got      {got}")
     assert not wrong, f"{len(wrong)} of {len(SUITE)} sentences misread:\n" + "\n".join(wrong)
