@@ -12,9 +12,8 @@ numpy 1.26 on Python < 3.12, not the project's environment):
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/medspacy_context.py --rules negspacy   # the project's, for comparison
 
 ``default``: ConText's own rules. ``default+ours``: plus the cue lists of ``report_rules.yaml`` as ConText rules
-(preceding -> FORWARD, following -> BACKWARD, pseudo -> PSEUDO, termination -> TERMINATE; negated ->
-NEGATED_EXISTENCE, uncertain -> POSSIBLE_EXISTENCE, not current -> HISTORICAL), a direct port, not tuned. Prints
-the texts read exactly right per suite group, a few misreads, and the time for 10,000 texts on one core.
+(:func:`our_rules`). Prints the texts read exactly right per suite group, a few misreads, and the time for 10,000
+texts on one core.
 """
 
 from __future__ import annotations
@@ -33,12 +32,64 @@ from phrasing_suite import compared_labels, expected_labels, load_suite  # noqa:
 
 from cxr_ldm.metrics import report_labels  # noqa: E402
 
+# the ConText categories standing for our three assertions
+CATEGORY = {"negated": "NEGATED_EXISTENCE", "uncertain": "POSSIBLE_EXISTENCE", "not_current": "HYPOTHETICAL"}
+PRIORITY = ("not_current", "uncertain", "negated")  # the order report_labels reads the assertions
+
+
+def our_rules(default_rules: list) -> tuple[list, dict[str, list[str]]]:
+    """``report_rules.yaml``'s cue lists as ConText rules, merged into ConText's defaults.
+
+    One rule per literal (medspaCy prunes equal-length overlapping matches); a literal that is a cue of several
+    passes goes to the first of :data:`PRIORITY`; preceding -> FORWARD, following -> BACKWARD, both ->
+    BIDIRECTIONAL; ours replace a default of the same wording. Pseudo cues -> PSEUDO. A termination phrase of all
+    three passes -> TERMINATE; of some -> a category that ends only those passes' scopes (``terminating_types``);
+    one that is another pass's cue makes that pass's category end this pass's scope.
+    """
+    from medspacy.context import ConTextRule
+
+    context = report_labels.load_rules()["context"]
+    cues: dict[str, dict[str, set[str]]] = {}  # literal -> pass -> {"preceding", "following"}
+    for name in PRIORITY:
+        for kind in ("preceding", "following"):
+            for literal in context[name][kind]:
+                cues.setdefault(str(literal).lower(), {}).setdefault(name, set()).add(kind)
+    rules, terminating = [], {category: set() for category in CATEGORY.values()}
+    for literal, by_pass in cues.items():
+        name = next(n for n in PRIORITY if n in by_pass)
+        kinds = by_pass[name]
+        direction = "BIDIRECTIONAL" if len(kinds) == 2 else ("FORWARD" if "preceding" in kinds else "BACKWARD")
+        rules.append(ConTextRule(literal, CATEGORY[name], direction=direction))
+    pseudo = {str(c).lower() for name in PRIORITY for c in context[name]["pseudo"]} - set(cues)
+    rules += [ConTextRule(literal, "PSEUDO", direction="PSEUDO") for literal in sorted(pseudo)]
+    ends: dict[str, set[str]] = {}
+    for name in PRIORITY:
+        for literal in map(lambda c: str(c).lower(), context[name]["termination"]):
+            if literal in cues:
+                other = next(n for n in PRIORITY if n in cues[literal])
+                if other != name:
+                    terminating[CATEGORY[name]].add(CATEGORY[other])
+                continue
+            ends.setdefault(literal, set()).add(name)
+    for literal, names in ends.items():
+        if names == set(PRIORITY):
+            rules.append(ConTextRule(literal, "TERMINATE", direction="TERMINATE"))
+        else:
+            category = "TERM_" + "_".join(sorted(names)).upper()
+            rules.append(ConTextRule(literal, category, direction="BIDIRECTIONAL"))
+            for name in names:
+                terminating[CATEGORY[name]].add(category)
+    ours = {rule.literal.lower() for rule in rules}
+    kept = [rule for rule in default_rules if rule.literal.lower() not in ours]
+    return kept + rules, {k: sorted(v) for k, v in terminating.items() if v}
+
 
 def context_pipeline(with_our_cues: bool):
     """Blank English, sentencizer, our target matcher, then medspaCy's ConText; its assertions are read through
     the three span attributes report_labels reads (negated, uncertain, not_current)."""
+    import medspacy.context
     import spacy
-    from medspacy.context import ConText, ConTextRule  # noqa: F401  (registers "medspacy_context")
+    from medspacy.context import ConTextRule
     from spacy.language import Language
     from spacy.tokens import Span
 
@@ -47,17 +98,16 @@ def context_pipeline(with_our_cues: bool):
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
     nlp.add_pipe("cxr_targets")
-    context = nlp.add_pipe("medspacy_context", config={"rules": "default"})
     if with_our_cues:
-        categories = {"negated": "NEGATED_EXISTENCE", "uncertain": "POSSIBLE_EXISTENCE", "not_current": "HISTORICAL"}
-        rules = []
-        for name, category in categories.items():
-            cues = report_labels.load_rules()["context"][name]
-            rules += [ConTextRule(str(c), category, direction="FORWARD") for c in cues["preceding"]]
-            rules += [ConTextRule(str(c), category, direction="BACKWARD") for c in cues["following"]]
-            rules += [ConTextRule(str(c), "PSEUDO", direction="PSEUDO") for c in cues["pseudo"]]
-            rules += [ConTextRule(str(c), "CONJ", direction="TERMINATE") for c in cues["termination"]]
+        defaults = Path(medspacy.context.__file__).resolve().parents[2] / "resources" / "en" / "context_rules.json"
+        rules, terminating = our_rules(ConTextRule.from_json(str(defaults)))
+        context = nlp.add_pipe("medspacy_context", config={"rules": None})
+        # set after construction: through spaCy's config the lists arrive as one-shot iterators, so only the
+        # first rule of a category would get them
+        context.terminating_types = {k.upper(): [v.upper() for v in vs] for k, vs in terminating.items()}
         context.add(rules)
+    else:
+        nlp.add_pipe("medspacy_context", config={"rules": "default"})
     getters = {
         "negated": lambda span: span._.is_negated,
         "uncertain": lambda span: span._.is_uncertain,
