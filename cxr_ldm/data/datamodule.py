@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -158,6 +159,9 @@ class CXRDataModule(LightningDataModule):
             num_workers=workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=self.hparams.persistent_workers and workers > 0,
+            # the workers' base seed from a generator of the loader's own, not from the global RNG: a loader
+            # draws it at each new iterator, which a persistent one makes once per run and a resumed run again
+            generator=torch.Generator().manual_seed(int(self.hparams.seed)),
         )
 
     def _train_sampler(self, split: PreparedSplit) -> EpochSampler:

@@ -7,7 +7,7 @@ the image (``keep_images`` keeps the image too, for validation callbacks that ne
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -34,12 +34,11 @@ class PreparedSplit(Dataset):
 
     ``deterministic`` makes the excerpt (and the unconditional draw) a function of ``(seed, index)``:
     validation and test see the same text every epoch. Otherwise (training) the excerpt, the unconditional
-    draw and the augmentation come from the dataset's own generator, one per process that reads items (the
-    main process, or each DataLoader worker) and epoch (:class:`EpochSampler` tells the epoch), never from
-    torch's global RNG. Its state is the dataset's ``state_dict``, which ``StatefulDataLoader`` keeps with the
-    loader's position (per worker): a run resumed mid-epoch draws what the uninterrupted run drew, whatever
-    batches were prefetched; one resumed at an epoch's end starts the next epoch's generator as the
-    uninterrupted run did; and the global RNG stays the model's alone.
+    draw and the augmentation are a function of ``(seed, epoch, index)``: each item gets a generator of its
+    own, never torch's global RNG. :class:`EpochSampler` hands the epoch over with each index, so a
+    DataLoader worker knows it even when it lives on from epoch to epoch (``persistent_workers``). Nothing
+    depends on what a process drew before: a run resumed mid-epoch or at an epoch's end, with or without
+    workers, draws what the uninterrupted run drew, and the global RNG stays the model's alone.
     """
 
     def __init__(
@@ -74,9 +73,7 @@ class PreparedSplit(Dataset):
         self.augment = _build_augment(augment or {})
         self.latents: LatentRows | None = None  # set by the DataModule when data.latent_cache=true
         self.keep_images = False
-        self._rng: torch.Generator | None = None
-        self._rng_owner: tuple[int, int] = (-1, -1)  # (process, epoch) the generator was seeded for
-        self._epoch = 0
+        self._epoch = 0  # for an index without its epoch (not from EpochSampler)
         warm_up(context_length)  # load tokenizer and image plugins before workers fork
         Image.preinit()
         Image.init()
@@ -84,7 +81,13 @@ class PreparedSplit(Dataset):
     def __len__(self) -> int:
         return len(self.frame)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``key``: an index, or ``(epoch, index)`` as :class:`EpochSampler` yields it."""
+        epoch, index = key if isinstance(key, tuple) else (self._epoch, key)
+        if self.deterministic:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        else:
+            generator = self.item_generator(epoch, index)
         row = self.frame.iloc[index]
         item: dict = {}
         if self.latents is not None:
@@ -92,56 +95,40 @@ class PreparedSplit(Dataset):
         if self.latents is None or self.keep_images:
             image = load_image(self.data_dir / row["image"], self.image_size)
             if self.augment is not None:
-                image = self._augmented(image)
+                image = self._augmented(image, generator)
             item["image"] = image
-        if self.deterministic:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        else:
-            generator = self._generator()
         text = self.excerpt(self.sentences[index], generator=generator)
         item.update(tokens=tokenize(text, self.context_length)[0], text=text, dicom_id=row["dicom_id"])
         return item
 
-    def _generator(self) -> torch.Generator:
-        """This process's training generator for this epoch, seeded at first use from the process's torch seed
-        (which Lightning sets per rank and per worker) and the epoch, mixed so that its draws are not those
-        of the global RNG of the same seed."""
-        owner = (os.getpid(), self._epoch)
-        if self._rng is None or self._rng_owner != owner:
-            mixed = np.random.SeedSequence([torch.initial_seed() % 2**63, 0xC0FFEE, self._epoch])
-            first, second = mixed.generate_state(2, np.uint32)
-            self._rng = torch.Generator().manual_seed(int(first) << 31 | int(second) >> 1)
-            self._rng_owner = owner
-        return self._rng
+    def item_generator(self, epoch: int, index: int) -> torch.Generator:
+        """The training draws of item ``index`` in ``epoch``: seeded from the run's seed, the epoch and the
+        index, mixed (SeedSequence) so that they are not the draws of the global RNG of the same seed."""
+        mixed = np.random.SeedSequence([self.seed % 2**63, 0xC0FFEE, int(epoch), int(index)])
+        first, second = mixed.generate_state(2, np.uint32)
+        return torch.Generator().manual_seed(int(first) << 31 | int(second) >> 1)
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next training items belong to (:class:`EpochSampler` calls it)."""
         self._epoch = int(epoch)
 
-    def _augmented(self, image: torch.Tensor) -> torch.Tensor:
+    def _augmented(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """torchvision's transforms draw from the global RNG: they run on a fork of it seeded from ours."""
-        seed = int(torch.randint(2**62, (), generator=self._generator()))
+        seed = int(torch.randint(2**62, (), generator=generator))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.augment(image)
 
-    def state_dict(self) -> dict:
-        """The training generator's state and epoch (``StatefulDataLoader`` saves it with its position)."""
-        if self._rng is None or self._rng_owner != (os.getpid(), self._epoch):
-            return {"epoch": self._epoch}
-        return {"epoch": self._epoch, "rng": self._rng.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.set_epoch(state.get("epoch", self._epoch))
-        if "rng" in state:
-            self._generator().set_state(state["rng"])
-
-
 class EpochSampler(DistributedSampler):
     """The training order, a function of the seed and the epoch only (``DistributedSampler``'s: one process
-    is one replica), which also tells the dataset the epoch (its generator is per epoch). A resumed run
-    builds its loader anew and draws nothing for the order; a plain ``RandomSampler`` draws its seed from
-    the global RNG once the loader is built, which an uninterrupted run did only once."""
+    is one replica). It yields ``(epoch, index)``: the dataset's draws are per epoch and item, and a
+    persistent DataLoader worker, whose copy of the dataset never sees ``set_epoch``, learns the epoch so. A
+    resumed run builds its loader anew and draws nothing for the order; a plain ``RandomSampler`` draws its
+    seed from the global RNG once the loader is built, which an uninterrupted run did only once."""
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, index) for index in super().__iter__())
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)

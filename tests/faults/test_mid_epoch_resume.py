@@ -7,8 +7,8 @@ checkpoint of a long epoch): the checkpoints at steps 3 and 6 are both mid-epoch
 start of step 7 (``fault_points.py``) and SIGKILLed (under DDP the whole process group, as a dead node), so
 the newest checkpoint is step 6's, in epoch 1 with two batches to go. What makes the resume exact: the
 training DataLoader is torchdata's ``StatefulDataLoader``, whose position (and sampler order) Lightning keeps
-in the checkpoint, and the dataset draws its excerpts from its own generator saved with that position
-(``cxr_ldm/data/dataset.py``); the model's RNG states are restored per rank (``utils/rng.py``).
+in the checkpoint, the dataset's draws are a function of the seed, epoch and item (``cxr_ldm/data/dataset.py``)
+and the loaders never draw from the global RNG; the model's RNG states are restored per rank (``utils/rng.py``).
 """
 
 from __future__ import annotations
@@ -88,3 +88,35 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(stage, ddp, 
     rows, expected_rows = harness.metrics_rows(killed), harness.metrics_rows(reference)
     assert rows.columns.tolist() == expected_rows.columns.tolist()
     assert rows.fillna(-1).values.tolist() == expected_rows.fillna(-1).values.tolist()
+
+
+def test_a_resume_at_an_epoch_end_with_persistent_workers_equals_the_uninterrupted_run(tmp_path, shared_data_dir,
+                                                                                      autoencoder):  # fmt: skip
+    """One persistent DataLoader worker (``data/mimic.yaml``'s setting): the uninterrupted run's worker lives on
+    into epoch 1 while the resumed run starts a new one, so the draws of epoch 1 (excerpts, unconditional
+    prompts) must not depend on the worker's history: they are a function of the seed, epoch and item."""
+    options = [
+        *STAGE["stage2"], "debug=tiny", "data.batch_size=4", "trainer.max_epochs=2", "trainer.limit_train_batches=4",
+        "data.num_workers=1", "data.persistent_workers=true", "callbacks.model_checkpoint.monitor=null",
+        "callbacks.model_checkpoint.save_top_k=-1",
+        "callbacks.model_checkpoint.filename='epoch_{epoch:02d}'", f"model.autoencoder_ckpt={autoencoder}",
+    ]  # fmt: skip
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    done = harness.run(harness.train_args(options, shared_data_dir, reference), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    marker = tmp_path / "marker"
+    code, output = harness.interrupt(
+        harness.train_args(options, shared_data_dir, killed, *harness.fault(marker, "batch_start", step=5)),
+        tmp_path, marker, signal.SIGKILL,
+    )  # fmt: skip
+    assert code == -signal.SIGKILL, output[-3000:]
+    newest = harness.load(Path(resolve_ckpt_path("last", killed)))
+    assert (newest["global_step"], newest["epoch"]) == (4, 0)  # the end of epoch 0
+
+    resumed = harness.run(harness.train_args(options, shared_data_dir, killed, "ckpt_path=last"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, final = harness.load(reference / "checkpoints" / "last.ckpt"), harness.load(killed / "checkpoints" / "last.ckpt")
+    assert final["global_step"] == expected["global_step"] == 8
+    for key in TRAINING_STATE:
+        assert harness.differences(final[key], expected[key], key) == [], key
