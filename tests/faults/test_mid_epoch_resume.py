@@ -56,33 +56,39 @@ def _options(stage: str, ddp: bool, autoencoder: Path) -> list[str]:
     return [*STAGE[stage], *COMMON, *extra, *(DDP if ddp else [])]
 
 
+def _reference_killed_resumed(options: list[str], tmp_path: Path, data_dir: Path, kill_at_step: int,
+                              ddp: bool = False) -> tuple[Path, Path, dict]:
+    """The uninterrupted run, and the same run SIGKILLed at the start of ``kill_at_step`` (under DDP the whole
+    process group) then resumed with ``ckpt_path=last``; returns both run folders and the checkpoint the
+    resume started from. Asserts that the final checkpoints agree in every part of the training state."""
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    done = harness.run(harness.train_args(options, data_dir, reference), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    marker = tmp_path / "marker"
+    code, output = harness.interrupt(
+        harness.train_args(options, data_dir, killed, *harness.fault(marker, "batch_start", step=kill_at_step)),
+        tmp_path, marker, signal.SIGKILL, group=ddp,
+    )  # fmt: skip
+    assert code == -signal.SIGKILL, output[-3000:]
+    newest = harness.load(Path(resolve_ckpt_path("last", killed)))
+    resumed = harness.run(harness.train_args(options, data_dir, killed, "ckpt_path=last"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in (killed / "train.log").read_text()
+    expected, final = harness.load(reference / "checkpoints" / "last.ckpt"), harness.load(killed / "checkpoints" / "last.ckpt")
+    assert final["global_step"] == expected["global_step"] == 8
+    for key in TRAINING_STATE:
+        assert harness.differences(final[key], expected[key], key) == [], key
+    return reference, killed, newest
+
+
 @pytest.mark.parametrize(("stage", "ddp"), [("stage1", False), ("stage2", False), ("stage1", True), ("stage2", True)],
                          ids=["stage1", "stage2", "stage1-ddp", "stage2-ddp"])  # fmt: skip
 def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(stage, ddp, tmp_path, shared_data_dir,
                                                                     autoencoder):  # fmt: skip
     options = _options(stage, ddp, autoencoder)
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
-    done = harness.run(harness.train_args(options, shared_data_dir, reference), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    marker = tmp_path / "marker"
-    code, output = harness.interrupt(
-        harness.train_args(options, shared_data_dir, killed, *harness.fault(marker, "batch_start", step=7)),
-        tmp_path, marker, signal.SIGKILL, group=ddp,
-    )  # fmt: skip
-    assert code == -signal.SIGKILL, output[-3000:]
-    newest = harness.load(Path(resolve_ckpt_path("last", killed)))
+    reference, killed, newest = _reference_killed_resumed(options, tmp_path, shared_data_dir, 7, ddp)
     assert (newest["global_step"], newest["epoch"]) == (6, 1)  # mid-epoch: batch 2 of 4 of epoch 1 is next
     assert newest["loops"]["fit_loop"]["state_dict"].get("combined_loader"), "no DataLoader state was saved"
-
-    resumed = harness.run(harness.train_args(options, shared_data_dir, killed, "ckpt_path=last"), cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming from" in (killed / "train.log").read_text()
-
-    expected, final = harness.load(reference / "checkpoints" / "last.ckpt"), harness.load(killed / "checkpoints" / "last.ckpt")
-    assert final["global_step"] == expected["global_step"] == 8
-    for key in TRAINING_STATE:
-        assert harness.differences(final[key], expected[key], key) == [], key
     for name in ("step_003.ckpt", "step_006.ckpt"):  # written before the kill, by the same run: equal as well
         assert harness.same_weights(killed / "checkpoints" / name, reference / "checkpoints" / name)
     rows, expected_rows = harness.metrics_rows(killed), harness.metrics_rows(reference)
@@ -101,22 +107,5 @@ def test_a_resume_at_an_epoch_end_with_persistent_workers_equals_the_uninterrupt
         "callbacks.model_checkpoint.save_top_k=-1",
         "callbacks.model_checkpoint.filename='epoch_{epoch:02d}'", f"model.autoencoder_ckpt={autoencoder}",
     ]  # fmt: skip
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
-    done = harness.run(harness.train_args(options, shared_data_dir, reference), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    marker = tmp_path / "marker"
-    code, output = harness.interrupt(
-        harness.train_args(options, shared_data_dir, killed, *harness.fault(marker, "batch_start", step=5)),
-        tmp_path, marker, signal.SIGKILL,
-    )  # fmt: skip
-    assert code == -signal.SIGKILL, output[-3000:]
-    newest = harness.load(Path(resolve_ckpt_path("last", killed)))
-    assert (newest["global_step"], newest["epoch"]) == (4, 0)  # the end of epoch 0
-
-    resumed = harness.run(harness.train_args(options, shared_data_dir, killed, "ckpt_path=last"), cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, final = harness.load(reference / "checkpoints" / "last.ckpt"), harness.load(killed / "checkpoints" / "last.ckpt")
-    assert final["global_step"] == expected["global_step"] == 8
-    for key in TRAINING_STATE:
-        assert harness.differences(final[key], expected[key], key) == [], key
+    _, _, newest = _reference_killed_resumed(options, tmp_path, shared_data_dir, 5)
+    assert (newest["global_step"], newest["epoch"]) == (4, 0)  # resumed from the end of epoch 0
