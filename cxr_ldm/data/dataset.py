@@ -73,7 +73,6 @@ class PreparedSplit(Dataset):
         self.augment = _build_augment(augment or {})
         self.latents: LatentRows | None = None  # set by the DataModule when data.latent_cache=true
         self.keep_images = False
-        self._epoch = 0  # for an index without its epoch (not from EpochSampler)
         warm_up(context_length)  # load tokenizer and image plugins before workers fork
         Image.preinit()
         Image.init()
@@ -82,8 +81,8 @@ class PreparedSplit(Dataset):
         return len(self.frame)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        """``key``: an index, or ``(epoch, index)`` as :class:`EpochSampler` yields it."""
-        epoch, index = key if isinstance(key, tuple) else (self._epoch, key)
+        """``key``: ``(epoch, index)`` as :class:`EpochSampler` yields it, or an index alone (epoch 0's item)."""
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         if self.deterministic:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         else:
@@ -108,10 +107,6 @@ class PreparedSplit(Dataset):
         first, second = mixed.generate_state(2, np.uint32)
         return torch.Generator().manual_seed(int(first) << 31 | int(second) >> 1)
 
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch the next training items belong to (:class:`EpochSampler` calls it)."""
-        self._epoch = int(epoch)
-
     def _augmented(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """torchvision's transforms draw from the global RNG: they run on a fork of it seeded from ours."""
         seed = int(torch.randint(2**62, (), generator=generator))
@@ -122,18 +117,13 @@ class PreparedSplit(Dataset):
 class EpochSampler(DistributedSampler):
     """The training order, a function of the seed and the epoch only (``DistributedSampler``'s: one process
     is one replica). It yields ``(epoch, index)``: the dataset's draws are per epoch and item, and a
-    persistent DataLoader worker, whose copy of the dataset never sees ``set_epoch``, learns the epoch so. A
+    persistent DataLoader worker, whose copy of the dataset lives on from epoch to epoch, learns the epoch so. A
     resumed run builds its loader anew and draws nothing for the order; a plain ``RandomSampler`` draws its
     seed from the global RNG once the loader is built, which an uninterrupted run did only once."""
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
         return ((epoch, index) for index in super().__iter__())
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
 
 
 def _build_augment(cfg: dict):

@@ -11,7 +11,8 @@ Who decides what:
   assertion, each with its cue lists (pseudo, preceding, following, termination) from ``report_rules.yaml``.
   medspaCy's ConText was the first choice, but every medspaCy release pins ``spacy<3.8`` on Python < 3.12,
   whose thinc does not import beside numpy 2; measured in a venv of its own it also reads fewer of the
-  phrasing suite's texts right (818 of 939 with its rules, 935 with ours merged in) and is slower (``benchmarks/medspacy_context.py``, docs/evaluation.md).
+  phrasing suite's texts right (818 of 939 with its rules, 935 with ours merged in) and is slower
+  (``benchmarks/medspacy_context.py``, docs/evaluation.md).
 * **ours, as data** (``report_rules.yaml``): the target phrases of each column, the CXR cues NegEx's clinical
   lists lack ("resolved", "no longer seen", "removed", "interval clearing of", pseudo-cues such as "no change
   in"), statements of normal ("heart size is normal", "sharp costophrenic angles", "no acute cardiopulmonary
